@@ -1,0 +1,47 @@
+# The documented way to do everything. `make run` and `make test` work on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format venv migrate demo worker clean bench
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Embedded mode: SQLite, in-process channel layer, no Redis; demo user demo/demo.
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	@echo "ReproLab on http://127.0.0.1:$(PORT)  (log in as demo / demo)"
+	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+
+## The whole suite: PostgreSQL and Redis when reachable (required under CI=true), a real
+## Celery worker, a real ASGI server and Debian's Chromium.
+test: $(STAMP)
+	./scripts/run-tests.sh $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+worker: $(STAMP)
+	$(BIN)/celery -A config worker --loglevel=INFO
+
+bench: $(STAMP)
+	$(BIN)/python bench/render_bench.py
+
+clean:
+	rm -rf var/test-media var/test-db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,47 @@
+"""Upload limits and downloads of content-addressed blobs."""
+
+import mimetypes
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpRequest
+
+from .exceptions import PayloadTooLarge
+
+# Multipart framing and the other form fields around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def reject_oversized_body(request: HttpRequest, limit: int) -> None:
+    """413 before the body is parsed, when the declared length is already over the limit."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"The upload is {human_size(declared)}; the limit is {human_size(limit)}.")
+
+
+def reject_oversized_file(name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise PayloadTooLarge(f"'{name}' is {human_size(size)}; the limit is {human_size(limit)}.")
+
+
+def blob_response(*, storage_name: str, filename: str, sha256: str, content_type: str | None = None) -> FileResponse:
+    """Stream a stored blob as an attachment; its sha256 is the ETag and is sent for checking."""
+    content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    response = FileResponse(
+        default_storage.open(storage_name, "rb"), content_type=content_type, as_attachment=True, filename=filename
+    )
+    response["ETag"] = f'"{sha256}"'
+    response["X-Content-SHA256"] = sha256
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response

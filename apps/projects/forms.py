@@ -1,0 +1,39 @@
+from django import forms
+
+from .models import Project, Role
+
+
+class ProjectForm(forms.ModelForm[Project]):
+    class Meta:
+        model = Project
+        fields = ["name", "slug", "description", "license", "visibility"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        help_texts = {
+            "slug": "Lowercase letters, digits and hyphens; part of every URL.",
+            "license": "SPDX id, e.g. MIT or CC-BY-4.0.",
+        }
+
+
+class NotebookUploadForm(forms.Form):
+    file = forms.FileField(label="Notebook (.ipynb)", widget=forms.ClearableFileInput(attrs={"accept": ".ipynb"}))
+    path = forms.CharField(required=False, max_length=500, help_text="Path in the project; defaults to the file name.")
+    message = forms.CharField(required=False, max_length=500, label="What changed")
+
+
+class DatasetForm(forms.Form):
+    name = forms.SlugField(max_length=100)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class DatasetUploadForm(forms.Form):
+    data_files = forms.FileField(label="Files", widget=MultipleFileInput(attrs={"multiple": True}))
+    message = forms.CharField(required=False, max_length=500, label="What changed")
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
