@@ -47,6 +47,6 @@ fi
 rm -rf var/test-media
 mkdir -p var
 export DJANGO_SETTINGS_MODULE=config.settings.test
-DATABASE_URL= $BIN/python manage.py makemigrations --check --dry-run >/dev/null || {
+env -u DATABASE_URL $BIN/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "!! models changed without a migration: run manage.py makemigrations" >&2; exit 1; }
 exec $BIN/pytest "$@"
