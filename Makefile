@@ -42,6 +42,7 @@ worker: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/render_bench.py
+	$(BIN)/python bench/hash_bench.py
 
 clean:
 	rm -rf var/test-media var/test-db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

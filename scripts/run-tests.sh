@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
-PG_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/reprolab}
+# Each run gets its own database and media folder, so two runs on one machine never collide
+# (pytest-django creates test_<name> and drops it at the end).
+RUN_ID=$$
+PG_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/reprolab_$RUN_ID}
 REDIS_TEST_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 
 if $BIN/python scripts/probe.py postgres "$PG_URL"; then
@@ -44,9 +47,10 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
-rm -rf var/test-media
 mkdir -p var
+export DJANGO_MEDIA_ROOT=$PWD/var/test-media-$RUN_ID
+trap 'rm -rf "$DJANGO_MEDIA_ROOT"' EXIT
 export DJANGO_SETTINGS_MODULE=config.settings.test
 env -u DATABASE_URL $BIN/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "!! models changed without a migration: run manage.py makemigrations" >&2; exit 1; }
-exec $BIN/pytest "$@"
+$BIN/pytest "$@"

@@ -33,7 +33,7 @@ def owner(db) -> User:
 
 @pytest.fixture
 def outsider(db) -> User:
-    return make_user("oscar")
+    return make_user("otto")
 
 
 @pytest.fixture

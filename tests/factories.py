@@ -38,7 +38,9 @@ def make_project(
     return project
 
 
-def notebook_document(*, source: str = "print('hello')", parameters: str | None = "alpha = 0.5\nsteps = 10", **extra: Any) -> dict:
+def notebook_document(
+    *, source: str = "print('hello')", parameters: str | None = "alpha = 0.5\nsteps = 10", **extra: Any
+) -> dict:
     nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     cells = [new_markdown_cell("# A test notebook")]
     if parameters is not None:
@@ -61,5 +63,7 @@ def notebook_file(name: str = "analysis.ipynb", **kwargs: Any) -> io.BytesIO:
     return stream
 
 
-def upload_notebook(project: Project, uploader: User, path: str = "analysis.ipynb", **kwargs: Any) -> services.NotebookUpload:
+def upload_notebook(
+    project: Project, uploader: User, path: str = "analysis.ipynb", **kwargs: Any
+) -> services.NotebookUpload:
     return services.notebook_upload(project=project, path=path, content=notebook_file(**kwargs), uploader=uploader)

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from .authentication import BearerTokenAuthentication
 from .models import ApiToken
 from .request_user import authenticated_user
 from .serializers import ApiTokenCreateSerializer, ApiTokenSerializer, IssuedTokenSerializer, PasswordLoginSerializer
@@ -28,6 +29,10 @@ class TokenObtainApi(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth_token"
+
+    def get_authenticate_header(self, request: Request) -> str:
+        # Without authentication classes DRF answers a failed login 403; a wrong password is 401.
+        return BearerTokenAuthentication.keyword
 
     @extend_schema(request=PasswordLoginSerializer, responses={201: IssuedTokenSerializer}, auth=[])
     def post(self, request: Request) -> Response:
@@ -49,6 +54,7 @@ class ApiTokenViewSet(
 ):
     """Your personal API tokens. DELETE revokes a token; the record stays for the audit trail."""
 
+    queryset = ApiToken.objects.none()  # the model, for the schema; get_queryset scopes it to the user
     serializer_class = ApiTokenSerializer
     permission_classes = [permissions.IsAuthenticated]
     filterset_fields: list[str] = []

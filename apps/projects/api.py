@@ -119,6 +119,7 @@ class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
 
     lookup_field = "user__username"
     lookup_url_kwarg = "username"
+    queryset = Membership.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = MembershipSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     filterset_fields = ["role"]
@@ -171,6 +172,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
     """Notebooks of a project. POST a multipart `file` (and optional `path`) to upload a new
     version; identical content at the same path creates no new version."""
 
+    queryset = Notebook.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = NotebookSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     lookup_url_kwarg = "notebook_id"
@@ -205,7 +207,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
         return Response(self.get_serializer(notebook).data, status=code)
 
     @extend_schema(responses=NotebookVersionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])  # the notebook filters do not apply
     def versions(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         notebook = self.get_object()
         versions = notebook.versions.select_related("created_by").order_by("-number")
@@ -215,6 +217,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
 
 
 class NotebookVersionViewSet(ProjectScopedMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = NotebookVersion.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = NotebookVersionSerializer
     lookup_field = "number"
 
@@ -244,6 +247,7 @@ class DatasetViewSet(
 ):
     """Datasets of a project. Create one with a name, then POST files to its versions."""
 
+    queryset = Dataset.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = DatasetSerializer
     lookup_field = "name"
     search_fields = ["name", "description"]
@@ -253,8 +257,12 @@ class DatasetViewSet(
     def get_queryset(self) -> QuerySet[Dataset]:
         return Dataset.objects.filter(project=self.project).select_related("latest_version__created_by")
 
-    def perform_create(self, serializer: BaseSerializer) -> None:
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # The role first: a viewer learns "not allowed" before anything about the body.
         require_role(self.project, CAN_UPLOAD, "create datasets")
+        return super().create(request, *args, **kwargs)
+
+    def perform_create(self, serializer: BaseSerializer) -> None:
         serializer.instance = services.dataset_create(
             project=self.project,
             creator=authenticated_user(self.request),
@@ -267,6 +275,7 @@ class DatasetVersionViewSet(
 ):
     """Versions of a dataset. POST multipart `files` (repeatable) to add or replace files."""
 
+    queryset = DatasetVersion.objects.none()  # the model, for the schema; get_queryset scopes it
     lookup_field = "number"
     parser_classes = [MultiPartParser, FormParser]
     filterset_fields: list[str] = []

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 
 from .models import Project, Role
@@ -29,8 +31,18 @@ class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 
 
+class MultipleFileField(forms.FileField):
+    """A FileField taking several files: the widget hands over a list, which FileField rejects."""
+
+    def clean(self, data: Any, initial: Any = None) -> Any:
+        clean_one = super().clean
+        if isinstance(data, list | tuple) and data:
+            return [clean_one(item, initial) for item in data]
+        return [clean_one(data, initial)]
+
+
 class DatasetUploadForm(forms.Form):
-    data_files = forms.FileField(label="Files", widget=MultipleFileInput(attrs={"multiple": True}))
+    data_files = MultipleFileField(label="Files", widget=MultipleFileInput(attrs={"multiple": True}))
     message = forms.CharField(required=False, max_length=500, label="What changed")
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -197,9 +198,9 @@ def notebook_detail(request: HttpRequest, slug: str, path: str) -> HttpResponse:
 # The render document may run its own scripts (MathJax, widgets) but in an opaque origin: no
 # `allow-same-origin`, so it can read neither the site's cookies nor call its API as the viewer.
 RENDER_CSP = (
-    "sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox; "
+    "sandbox allow-scripts allow-popups; "
     "default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; font-src data:; "
-    "script-src 'unsafe-inline' https://cdnjs.cloudflare.com https://cdn.jsdelivr.net; "
+    "script-src 'unsafe-inline' https://cdnjs.cloudflare.com; "
     "form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
 )
 
@@ -243,6 +244,8 @@ def dataset_detail(request: HttpRequest, slug: str, name: str) -> HttpResponse:
             raise Http404("No such version.")
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST":
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
         require_role(project, CAN_UPLOAD, "upload dataset files")
         if form.is_valid():
             files = request.FILES.getlist("data_files")

@@ -1,5 +1,7 @@
 """Settings for the test suite. PostgreSQL and Redis come in through DATABASE_URL / REDIS_URL."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import DATABASES, VAR_DIR, env
 
@@ -13,8 +15,9 @@ STORAGES = {
 # A file, not memory, so that a server started by a test (daphne, celery) sees the same SQLite
 # database when PostgreSQL is not available.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth_token": "1000/minute"}}
 REPROLAB_DEMO_ALLOWED = True
 REPROLAB_PRERENDER = False  # the Celery integration test turns it on
 WHITENOISE_AUTOREFRESH = True  # serve static files from the app folders; no collectstatic in tests
+WHITENOISE_USE_FINDERS = True  # (autorefresh alone only rescans STATIC_ROOT, which tests never fill)

@@ -1,0 +1,124 @@
+"""A researcher in a real browser (Debian's Chromium driven by Playwright) against daphne:
+log in, create a project, upload a notebook, see it rendered in the sandboxed frame."""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from apps.projects.models import NotebookVersion
+from tests.factories import PASSWORD, make_user, notebook_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+# Quiet, offline-friendly flags: this machine has no network beyond the package registries.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+
+@pytest.fixture
+def browser_page():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is required under CI=true (scripts/run-tests.sh installs it)")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(20_000)
+        try:
+            yield page
+        finally:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-last.png"))
+            browser.close()
+
+
+def _in_thread(query):
+    """Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls."""
+
+    def run():
+        try:
+            return query()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+@pytest.fixture
+def rita(transactional_db):
+    return make_user("rita")
+
+
+def test_researcher_creates_project_uploads_and_sees_rendered_notebook(rita, live_server_url, browser_page, tmp_path):
+    notebook = tmp_path / "growth.ipynb"
+    notebook.write_bytes(
+        notebook_bytes(
+            source="print('growth model')",
+            parameters="rate = 0.25\nyears = 10",
+            # A hostile payload that must stay inert inside the sandboxed frame.
+        ).replace(b"# A test notebook", b"# Growth model <img src=x onerror=alert(1)>")
+    )
+    page = browser_page
+
+    page.goto(f"{live_server_url}/accounts/login/")
+    page.fill("input[name=username]", "rita")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server_url}/")
+
+    page.click("text=New project")
+    page.fill("input[name=name]", "Population growth")
+    page.fill("input[name=slug]", "growth")
+    page.select_option("select[name=visibility]", "private")
+    page.click("button:has-text('Create project')")
+    page.wait_for_url(f"{live_server_url}/p/growth/")
+
+    page.set_input_files("input[name=file]", str(notebook))
+    page.click("form[action$='/-/upload/'] button[type=submit]")
+    page.wait_for_url(f"{live_server_url}/p/growth/notebooks/growth.ipynb")
+
+    # Parameters as papermill sees them, with types inferred from the defaults.
+    rows = [row.split("\t") for row in page.locator("#parameters tbody tr").all_inner_texts()]
+    assert rows == [["rate", "float", "0.25"], ["years", "int", "10"]]
+
+    iframe = page.locator("iframe.notebook-frame")
+    sandbox = (iframe.get_attribute("sandbox") or "").split()
+    assert "allow-scripts" in sandbox
+    assert "allow-same-origin" not in sandbox
+
+    frame = page.frame_locator("iframe.notebook-frame")
+    frame.locator("h1:has-text('Growth model')").wait_for()
+    assert "growth model" in frame.locator("body").inner_text()
+    assert frame.locator("img[onerror]").count() == 0
+
+    # The frame runs in an opaque origin: it can neither read the site's cookies nor its DOM.
+    inner = page.frames[1]
+    assert inner.evaluate("() => { try { return document.cookie; } catch (e) { return 'blocked'; } }") == "blocked"
+    assert (
+        inner.evaluate("() => { try { return parent.document.title; } catch (e) { return 'blocked'; } }") == "blocked"
+    )
+
+    stored = _in_thread(
+        lambda: list(
+            NotebookVersion.objects.filter(notebook__project__slug="growth").values_list(
+                "number", "notebook__project__visibility"
+            )
+        )
+    )
+    assert stored == [(1, "private")]
