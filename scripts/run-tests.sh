@@ -8,6 +8,7 @@ BIN=.venv/bin
 # Each run gets its own database and media folder, so two runs on one machine never collide
 # (pytest-django creates test_<name> and drops it at the end).
 RUN_ID=$$
+export REPROLAB_TEST_RUN_ID=$RUN_ID
 PG_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/reprolab_$RUN_ID}
 REDIS_TEST_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 

@@ -8,6 +8,7 @@ a failure is remembered briefly so a hostile notebook cannot make every request 
 import logging
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -28,6 +29,20 @@ FAILURE_TTL_SECONDS = 600
 class RenderResult:
     html: str | None
     error: str | None = None
+    rate_limited: bool = False
+
+
+def _take_render_slot(requester: str) -> bool:
+    """A fixed one-minute window per requester, counted in the cache: only renders that start a
+    child process count, so cached pages are never limited."""
+    key = f"render-rate:{requester}:{int(time.time() // 60)}"
+    cache.add(key, 0, timeout=120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=120)
+        count = 1
+    return count <= settings.REPROLAB_RENDERS_PER_MINUTE
 
 
 def _render_name(sha256: str) -> str:
@@ -49,7 +64,9 @@ def _render_in_child(notebook_bytes: bytes) -> str:
     return completed.stdout.decode("utf-8")
 
 
-def render_version(version: NotebookVersion) -> RenderResult:
+def render_version(version: NotebookVersion, *, requester: str | None = None) -> RenderResult:
+    """The sanitized HTML of a version, rendering it if needed. `requester` (a user or address)
+    is rate-limited for fresh renders; None (the pre-render task) is not."""
     name = _render_name(version.sha256)
     if default_storage.exists(name):
         with default_storage.open(name, "rb") as cached:
@@ -57,6 +74,10 @@ def render_version(version: NotebookVersion) -> RenderResult:
     failure_key = f"render-failed:{RENDERER_VERSION}:{version.sha256}"
     if (failure := cache.get(failure_key)) is not None:
         return RenderResult(html=None, error=failure)
+    if requester is not None and not _take_render_slot(requester):
+        return RenderResult(
+            html=None, error="Too many notebooks rendered in the last minute; try again shortly.", rate_limited=True
+        )
     with default_storage.open(version.storage_name, "rb") as source:
         notebook_bytes = source.read()
     try:

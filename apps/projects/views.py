@@ -209,11 +209,15 @@ RENDER_CSP = (
 def notebook_render(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
     project = get_project_for(request.user, slug)
     version = get_object_or_404(NotebookVersion, pk=version_id, notebook__project=project)
-    result = render_version(version)
+    requester = f"user:{request.user.pk}" if request.user.is_authenticated else f"ip:{request.META.get('REMOTE_ADDR')}"
+    result = render_version(version, requester=requester)
     if result.html is not None:
         response = HttpResponse(result.html, content_type="text/html; charset=utf-8")
     else:
-        response = render(request, "projects/render_failed.html", {"error": result.error}, status=422)
+        status = 429 if result.rate_limited else 422
+        response = render(request, "projects/render_failed.html", {"error": result.error}, status=status)
+        if result.rate_limited:
+            response["Retry-After"] = "60"
     response["Content-Security-Policy"] = RENDER_CSP
     response["Cache-Control"] = "private, max-age=3600"
     return response

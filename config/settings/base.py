@@ -170,6 +170,8 @@ REPROLAB_RENDER_TIMEOUT = env.float("REPROLAB_RENDER_TIMEOUT", default=20.0)
 REPROLAB_RENDER_MEMORY_BYTES = env.int("REPROLAB_RENDER_MEMORY_BYTES", default=2 * 1024 * 1024 * 1024)
 # Render new notebook versions in a Celery worker right after upload (needs a real worker).
 REPROLAB_PRERENDER = env.bool("REPROLAB_PRERENDER", default=bool(REDIS_URL))
+# Fresh renders (cache misses) one user or address may start per minute.
+REPROLAB_RENDERS_PER_MINUTE = env.int("REPROLAB_RENDERS_PER_MINUTE", default=30)
 # Only the embedded mode may create the well-known demo account.
 REPROLAB_DEMO_ALLOWED = False
 

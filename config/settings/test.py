@@ -3,7 +3,7 @@
 import os
 
 from .base import *  # noqa: F403
-from .base import DATABASES, VAR_DIR, env
+from .base import CACHES, DATABASES, VAR_DIR, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
@@ -16,6 +16,8 @@ STORAGES = {
 # database when PostgreSQL is not available.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
+# Runs of the suite may share one Redis: keep their cache keys apart (servers a test starts inherit it).
+CACHES["default"]["KEY_PREFIX"] = env.str("REPROLAB_TEST_RUN_ID", default=str(os.getpid()))
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth_token": "1000/minute"}}
 REPROLAB_DEMO_ALLOWED = True
 REPROLAB_PRERENDER = False  # the Celery integration test turns it on

@@ -479,3 +479,21 @@ def test_failed_render_is_remembered_and_not_retried(owner_client, private_proje
     assert len(calls) == 1
     assert second.status_code == 422
     assert message in second.content.decode()
+
+
+def test_fresh_renders_are_rate_limited_per_user_but_cached_ones_are_not(
+    owner_client, private_project, fake_renderer, settings, monkeypatch
+):
+    settings.REPROLAB_RENDERS_PER_MINUTE = 1
+    monkeypatch.setattr(rendering.time, "time", lambda: 1_800_000_000.0)  # one fixed window
+    first = upload(private_project, unique_notebook("first"))
+    second = upload(private_project, unique_notebook("second"), path="second.ipynb")
+
+    assert owner_client.get(render_url(private_project, first)).status_code == 200
+    limited = owner_client.get(render_url(private_project, second))
+    assert limited.status_code == 429
+    assert limited["Retry-After"] == "60"
+    assert b"Too many notebooks rendered" in limited.content
+    assert len(fake_renderer.calls) == 1
+    # The already rendered version is still served: it costs no render.
+    assert owner_client.get(render_url(private_project, first)).status_code == 200
