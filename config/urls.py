@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.compute import agent_dist
 from apps.core.views import healthz
 
 urlpatterns = [
@@ -11,6 +12,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("apps.accounts.api_urls")),
     path("api/v1/", include("apps.projects.api_urls")),
+    path("api/v1/", include("apps.compute.api_urls")),
+    # The node agent as a wheel, so `pip install <site>/agent/<wheel>` needs no package index.
+    path("agent/", agent_dist.agent_index, name="agent-index"),
+    path("agent/<str:filename>", agent_dist.agent_wheel, name="agent-wheel"),
     path("accounts/", include("apps.accounts.urls")),
     path("", include("apps.projects.urls")),
 ]

@@ -1,5 +1,3 @@
-import hashlib
-
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
@@ -12,12 +10,6 @@ class User(AbstractUser):
 
 # Prefixed so that secret scanners (GitHub, GitLab) can recognise a leaked token.
 TOKEN_PREFIX = "rlp_"  # noqa: S105 - a prefix, not a secret
-
-
-def hash_token(raw: str) -> str:
-    # Tokens carry 256 bits of randomness, so a fast hash is enough (as GitHub does): a slow
-    # password hash would only cost every API request time.
-    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):

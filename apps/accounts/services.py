@@ -1,11 +1,12 @@
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from .models import TOKEN_PREFIX, ApiToken, User, hash_token
+from apps.core.secrets import hash_secret, new_secret
+
+from .models import TOKEN_PREFIX, ApiToken, User
 
 
 @dataclass(frozen=True)
@@ -24,17 +25,13 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
 
 @transaction.atomic
 def api_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> IssuedToken:
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    secret = new_secret(TOKEN_PREFIX)
     token = ApiToken(
-        user=user,
-        name=name,
-        token_hash=hash_token(raw),
-        display_prefix=raw[: len(TOKEN_PREFIX) + 4],
-        expires_at=expires_at,
+        user=user, name=name, token_hash=secret.hash, display_prefix=secret.display_prefix, expires_at=expires_at
     )
     token.full_clean()
     token.save()
-    return IssuedToken(token=token, raw=raw)
+    return IssuedToken(token=token, raw=secret.raw)
 
 
 def api_token_revoke(*, token: ApiToken) -> None:
@@ -46,7 +43,7 @@ def api_token_revoke(*, token: ApiToken) -> None:
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
     if not raw.startswith(TOKEN_PREFIX):
         return None
-    token = ApiToken.objects.active().select_related("user").filter(token_hash=hash_token(raw)).first()
+    token = ApiToken.objects.active().select_related("user").filter(token_hash=hash_secret(raw)).first()
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()

@@ -13,7 +13,7 @@ from apps.accounts.models import User
 from apps.core.hashing import store_blob
 
 from . import tasks
-from .events import broadcast_on_commit
+from .events import broadcast_project_event
 from .models import (
     ROLE_RANK,
     Dataset,
@@ -141,7 +141,7 @@ def notebook_upload(
         notebook.latest_version = version
         notebook.save(update_fields=["latest_version", "updated_at"])
         Project.objects.filter(pk=project.pk).update(updated_at=version.created_at)
-        broadcast_on_commit(
+        broadcast_project_event(
             project.pk,
             "notebook.version_created",
             {"notebook_id": notebook.pk, "path": path, "version": version.number, "sha256": blob.sha256},
@@ -209,7 +209,7 @@ def dataset_add_files(
         )
         Dataset.objects.filter(pk=dataset.pk).update(latest_version=version, updated_at=version.created_at)
         Project.objects.filter(pk=dataset.project_id).update(updated_at=version.created_at)
-        broadcast_on_commit(
+        broadcast_project_event(
             dataset.project_id,
             "dataset.version_created",
             {"dataset": dataset.name, "version": version.number, "file_count": version.file_count},

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.projects",
+    "apps.compute",
 ]
 
 MIDDLEWARE = [
@@ -76,6 +77,14 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded mode has concurrent writers (web requests, the local agent's claims): take
+    # the write lock when a transaction starts and wait for it, instead of failing "locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -172,6 +181,20 @@ REPROLAB_RENDER_MEMORY_BYTES = env.int("REPROLAB_RENDER_MEMORY_BYTES", default=2
 REPROLAB_PRERENDER = env.bool("REPROLAB_PRERENDER", default=bool(REDIS_URL))
 # Fresh renders (cache misses) one user or address may start per minute.
 REPROLAB_RENDERS_PER_MINUTE = env.int("REPROLAB_RENDERS_PER_MINUTE", default=30)
+# --- compute: the agent protocol ------------------------------------------------------------------
+# A lease lasts this long unless renewed; agents heartbeat every REPROLAB_HEARTBEAT_SECONDS.
+REPROLAB_LEASE_SECONDS = env.int("REPROLAB_LEASE_SECONDS", default=120)
+REPROLAB_HEARTBEAT_SECONDS = env.int("REPROLAB_HEARTBEAT_SECONDS", default=20)
+REPROLAB_MAX_ATTEMPTS = env.int("REPROLAB_MAX_ATTEMPTS", default=3)
+# A node that has not polled for this long is left out of scheduling decisions.
+REPROLAB_NODE_ACTIVE_SECONDS = env.int("REPROLAB_NODE_ACTIVE_SECONDS", default=90)
+REPROLAB_SCHEDULER = env.str("REPROLAB_SCHEDULER", default="load_balanced")
+REPROLAB_CLAIM_MAX_WAIT_SECONDS = env.int("REPROLAB_CLAIM_MAX_WAIT_SECONDS", default=30)
+REPROLAB_SWEEP_SECONDS = env.float("REPROLAB_SWEEP_SECONDS", default=15.0)
+REPROLAB_OUTPUT_MAX_BYTES = env.int("REPROLAB_OUTPUT_MAX_BYTES", default=200 * 1024 * 1024)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
+}
 # Only the embedded mode may create the well-known demo account.
 REPROLAB_DEMO_ALLOWED = False
 

@@ -1,0 +1,361 @@
+"""The agent loop: claim a run, materialise its inputs, execute it in a child process, stream
+events, upload the output, complete. Heartbeats run on their own thread, never behind the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .client import Client, GaveUp, Reply
+
+log = logging.getLogger("reprolab_agent")
+
+EXIT_STATES = {0: "succeeded", 3: "failed", 4: "failed", 130: "cancelled"}
+EVENT_BATCH = 100
+EVENT_FLUSH_SECONDS = 0.2
+
+
+class LeaseLost(Exception):
+    """The site answered 409: another attempt owns the run now. Stop and report nothing."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FileCache:
+    """Input files cached by sha256, so a node fetches each dataset file once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def fetch(self, client: Client, url: str, sha256: str, token: str) -> Path:
+        target = self.path(sha256)
+        if target.exists():
+            return target
+        reply = client.call("GET", url, token=token)
+        if reply.status != 200:
+            raise RuntimeError(f"fetching input {sha256[:12]}: HTTP {reply.status}")
+        if hashlib.sha256(reply.body).hexdigest() != sha256:
+            raise RuntimeError(f"input {sha256[:12]} arrived corrupted (sha256 mismatch)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            tmp.write(reply.body)
+        os.replace(tmp.name, target)
+        return target
+
+
+@dataclass
+class RunContext:
+    claim: dict[str, Any]
+    client: Client
+    workdir: Path
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lease_lost: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def run_id(self) -> int:
+        return int(self.claim["run"]["id"])
+
+    @property
+    def lease_id(self) -> str:
+        return str(self.claim["lease"]["id"])
+
+    def call(self, method: str, name: str, **kwargs: Any) -> Reply:
+        reply = self.client.call(method, self.claim["urls"][name], token=self.claim["run_token"], **kwargs)
+        if reply.status == 409 or reply.status == 401:
+            # 409: stale lease; 401: the run token ended with it. Either way the run is not ours.
+            self.lease_lost.set()
+            raise LeaseLost(f"run {self.run_id}: {reply.json() if reply.body else reply.status}")
+        if reply.status >= 400:
+            raise RuntimeError(f"run {self.run_id} {name}: HTTP {reply.status} {reply.body[:300]!r}")
+        return reply
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(name=f"heartbeat-{ctx.run_id}", daemon=True)
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.interval = float(ctx.claim.get("heartbeat_seconds", 20))
+
+    def beat(self) -> None:
+        reply = self.ctx.call(
+            "POST",
+            "heartbeat",
+            json_body={"lease_id": self.ctx.lease_id, "running": self.ctx.started.is_set()},
+            retry_for=self.interval,
+        )
+        if (reply.json() or {}).get("cancel_requested"):
+            self.ctx.cancel.set()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.beat()
+            except LeaseLost:
+                log.warning("run %s: lease lost; stopping", self.ctx.run_id)
+                return
+            except (GaveUp, RuntimeError) as error:
+                log.warning("run %s: heartbeat failed: %s", self.ctx.run_id, error)
+
+
+class EventSender:
+    """Numbers events per attempt and posts them in batches; a failed batch is resent as is
+    (the site ignores sequence numbers it already has)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.seq = 0
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.seq += 1
+        self.pending.append(
+            {
+                "seq": self.seq,
+                "kind": event["kind"],
+                "cell_index": event.get("cell_index"),
+                "payload": event.get("payload", {}),
+            }
+        )
+        if len(self.pending) >= EVENT_BATCH or time.monotonic() - self.last_flush >= EVENT_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.pending:
+            batch = self.pending[:EVENT_BATCH]
+            self.ctx.call("POST", "events", json_body={"lease_id": self.ctx.lease_id, "events": batch}, retry_for=120)
+            del self.pending[: len(batch)]
+        self.last_flush = time.monotonic()
+
+
+class RunExecutor:
+    def __init__(self, client: Client, cache: FileCache, work_root: Path, kernel: str | None = None) -> None:
+        self.client = client
+        self.cache = cache
+        self.work_root = work_root
+        self.kernel = kernel
+
+    def prepare(self, ctx: RunContext) -> Path:
+        notebook = ctx.workdir / "_input.ipynb"
+        reply = ctx.call("GET", "notebook")
+        if hashlib.sha256(reply.body).hexdigest() != ctx.claim["run"]["notebook_sha256"]:
+            raise RuntimeError("the notebook arrived corrupted (sha256 mismatch)")
+        notebook.write_bytes(reply.body)
+        for item in ctx.claim["run"]["files"]:
+            cached = self.cache.fetch(self.client, item["url"], item["sha256"], ctx.claim["run_token"])
+            target = (ctx.workdir / item["path"]).resolve()
+            if ctx.workdir.resolve() not in target.parents:  # the site validates paths; check anyway
+                raise RuntimeError(f"unsafe input path {item['path']!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(cached, target)
+            except OSError:
+                shutil.copyfile(cached, target)
+        return notebook
+
+    def execute(self, claim: dict[str, Any]) -> str:
+        """Run one claimed run to its end. Returns the final state reported (or 'lost')."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"run{claim['run']['id']}-", dir=self.work_root))
+        ctx = RunContext(claim=claim, client=self.client, workdir=workdir)
+        heartbeat = Heartbeat(ctx)
+        heartbeat.start()
+        try:
+            return self._execute(ctx)
+        except LeaseLost as error:
+            log.warning("%s", error)
+            return "lost"
+        finally:
+            heartbeat.stop.set()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _execute(self, ctx: RunContext) -> str:
+        run = ctx.claim["run"]
+        events = EventSender(ctx)
+        try:
+            notebook = self.prepare(ctx)
+        except (RuntimeError, GaveUp) as error:
+            return self.complete(ctx, "failed", f"Could not prepare the run: {error}")
+        ctx.started.set()
+        Heartbeat(ctx).beat()  # tell the site the run is running now
+        output = ctx.workdir / "_output.ipynb"
+        command = [
+            sys.executable,
+            "-m",
+            "reprolab_agent.execute",
+            str(notebook),
+            str(output),
+            "--parameters",
+            json.dumps(run["parameters"]),
+            "--parent",
+            str(os.getpid()),
+        ]
+        kernel = self.kernel or run.get("kernel_name")
+        if kernel:
+            command += ["--kernel", kernel]
+        child = subprocess.Popen(
+            command, cwd=ctx.workdir, stdout=subprocess.PIPE, text=True, start_new_session=True, env=_child_env()
+        )
+        watchdog = threading.Thread(target=self._watch, args=(ctx, child, float(run["timeout_seconds"])), daemon=True)
+        watchdog.start()
+        assert child.stdout is not None
+        last_log = ""
+        for line in child.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("kind") == "log":
+                last_log = str(event.get("payload", {}).get("message", ""))
+            events.add(event)
+        code = child.wait()
+        events.flush()
+        if ctx.lease_lost.is_set():
+            raise LeaseLost(f"run {ctx.run_id}: lease lost while running")
+        state = "cancelled" if ctx.cancel.is_set() else EXIT_STATES.get(code, "failed")
+        message = "" if state == "succeeded" else self._error_text(code, ctx, last_log)
+        if output.exists():
+            self.upload(ctx, output)
+        elif state == "succeeded":
+            state, message = "failed", "papermill wrote no output notebook"
+        return self.complete(ctx, state, message)
+
+    def _watch(self, ctx: RunContext, child: subprocess.Popen[str], timeout: float) -> None:
+        """Interrupt on cancel or timeout, then kill after a grace period; kill at once if the
+        lease is lost (another node owns the run now)."""
+        deadline = time.monotonic() + timeout
+        grace = float(ctx.claim.get("heartbeat_seconds", 20))
+        while child.poll() is None:
+            if ctx.lease_lost.is_set():
+                _signal_group(child, signal.SIGKILL)
+                return
+            if ctx.cancel.is_set() or time.monotonic() > deadline:
+                if not ctx.cancel.is_set():
+                    ctx.claim["timed_out"] = True
+                _signal_group(child, signal.SIGINT)
+                try:
+                    child.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    _signal_group(child, signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    def _error_text(self, code: int, ctx: RunContext, last_log: str) -> str:
+        if ctx.claim.get("timed_out"):
+            return f"Timed out after {ctx.claim['run']['timeout_seconds']} s."
+        if ctx.cancel.is_set():
+            return "Cancelled on request."
+        reason = {3: "The notebook raised an error", 4: "papermill or the kernel failed"}.get(code, f"exit code {code}")
+        return f"{reason}: {last_log}" if last_log else f"{reason}."
+
+    def upload(self, ctx: RunContext, output: Path) -> None:
+        body = output.read_bytes()
+        ctx.call(
+            "PUT",
+            "output",
+            data=body,
+            headers={
+                "Content-Type": "application/x-ipynb+json",
+                "X-Lease-Id": ctx.lease_id,
+                "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
+            },
+        )
+
+    def complete(self, ctx: RunContext, state: str, error: str = "") -> str:
+        ctx.call("POST", "complete", json_body={"lease_id": ctx.lease_id, "state": state, "error": error})
+        log.info("run %s: %s", ctx.run_id, state)
+        return state
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    agent_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (agent_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _signal_group(child: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, sig)
+
+
+class Agent:
+    """Claims and executes runs with `concurrency` worker threads until stopped."""
+
+    def __init__(
+        self, client: Client, *, concurrency: int = 1, work_root: Path, cache_root: Path, wait: float = 25.0
+    ) -> None:
+        self.client = client
+        self.concurrency = concurrency
+        self.executor = RunExecutor(client, FileCache(cache_root), work_root)
+        self.wait = wait
+        self.stopping = threading.Event()
+        work_root.mkdir(parents=True, exist_ok=True)
+
+    def hello(self, capabilities: dict[str, Any]) -> dict[str, Any]:
+        reply = self.client.call(
+            "POST", "/api/v1/agent/hello/", json_body={"capabilities": capabilities}, retry_for=None
+        )
+        if reply.status != 200:
+            raise SystemExit(f"The site refused this node (HTTP {reply.status}): {reply.body[:300]!r}")
+        return reply.json() or {}
+
+    def claim(self) -> dict[str, Any] | None:
+        reply = self.client.call(
+            "POST", f"/api/v1/agent/claim/?wait={self.wait:g}", json_body={}, timeout=self.wait + 30, retry_for=None
+        )
+        if reply.status == 204:
+            return None
+        if reply.status != 200:
+            log.error("claim refused: HTTP %s %r", reply.status, reply.body[:300])
+            self.stopping.wait(5)
+            return None
+        return reply.json()
+
+    def worker(self, max_runs: int | None) -> None:
+        done = 0
+        while not self.stopping.is_set() and (max_runs is None or done < max_runs):
+            claim = self.claim()
+            if claim is None:
+                continue
+            log.info("run %s (attempt %s): claimed", claim["run"]["id"], claim["run"]["attempt"])
+            try:
+                self.executor.execute(claim)
+            except Exception:
+                log.exception("run %s: agent error", claim["run"]["id"])
+            done += 1
+
+    def serve(self, max_runs: int | None = None) -> None:
+        threads = [
+            threading.Thread(target=self.worker, args=(max_runs,), name=f"worker-{i}") for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()

@@ -1,0 +1,102 @@
+"""The claim endpoint: a long poll, so it is an async view. A waiting agent costs no worker
+thread; database work runs in a thread through database_sync_to_async."""
+
+import json
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from . import services
+from .authentication import bearer_value
+from .models import Node
+from .queue_signal import wait_for_work
+
+
+def _error(status: int, detail: str) -> JsonResponse:
+    response = JsonResponse({"detail": detail}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]:
+    run = claim.run
+    version = run.notebook_version
+
+    def url(name: str, **kwargs: Any) -> str:
+        return request.build_absolute_uri(reverse(name, kwargs={"run_id": run.pk, **kwargs}))
+
+    files = [
+        {"path": f.path, "sha256": f.sha256, "size": f.size, "url": url("agent-run-file", sha256=f.sha256)}
+        for dataset_version in run.input_datasets.all()
+        for f in dataset_version.files.all()
+    ]
+    return {
+        "run": {
+            "id": run.pk,
+            "attempt": run.attempt,
+            "project": run.project.slug,
+            "notebook_path": version.notebook.path,
+            "notebook_sha256": version.sha256,
+            "kernel_name": version.kernel_name,
+            "parameters": run.parameters,
+            "timeout_seconds": run.timeout_seconds,
+            "files": files,
+        },
+        "lease": {"id": claim.lease_id, "expires_at": claim.lease_expires_at.isoformat()},
+        "run_token": claim.run_token,
+        "heartbeat_seconds": claim.heartbeat_seconds,
+        "urls": {
+            "notebook": url("agent-run-notebook"),
+            "heartbeat": url("agent-run-heartbeat"),
+            "events": url("agent-run-events"),
+            "output": url("agent-run-output"),
+            "complete": url("agent-run-complete"),
+        },
+    }
+
+
+@database_sync_to_async
+def _authenticate(raw: str | None) -> Node | None:
+    return services.node_authenticate(raw=raw) if raw else None
+
+
+@database_sync_to_async
+def _try_claim(node: Node, request: HttpRequest) -> dict[str, Any] | None:
+    services.node_seen(node=node)
+    claim = services.run_claim(node=node)
+    return claim_payload(claim, request) if claim else None
+
+
+@csrf_exempt
+async def agent_claim(request: HttpRequest) -> HttpResponse:
+    """POST /api/v1/agent/claim/?wait=SECONDS with a node token: 200 with a run and its lease,
+    or 204 when nothing came within the wait (at most REPROLAB_CLAIM_MAX_WAIT_SECONDS)."""
+    if request.method != "POST":
+        return _error(405, "Use POST.")
+    node = await _authenticate(bearer_value(request))
+    if node is None:
+        return _error(401, "Invalid or revoked node token.")
+    try:
+        wait = float(request.GET.get("wait", "0"))
+    except ValueError:
+        return _error(400, "wait must be a number of seconds.")
+    if request.body:
+        try:
+            json.loads(request.body)
+        except json.JSONDecodeError as exc:
+            return _error(400, f"JSON parse error - {exc}")
+    deadline = time.monotonic() + max(0.0, min(wait, settings.REPROLAB_CLAIM_MAX_WAIT_SECONDS))
+    while True:
+        payload = await _try_claim(node, request)
+        if payload is not None:
+            return JsonResponse(payload)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return HttpResponse(status=204)
+        await wait_for_work(remaining)

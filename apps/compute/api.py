@@ -1,0 +1,353 @@
+"""REST API for nodes and runs (/api/v1/nodes/, /api/v1/runs/) and the agent protocol
+(/api/v1/agent/…). The long-poll claim is an async view in agent_views.py."""
+
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.request_user import authenticated_user
+from apps.core.exceptions import PayloadTooLarge
+from apps.core.uploads import blob_response, reject_oversized_body
+from apps.projects.models import DatasetFile, DatasetVersion, Notebook, Project
+from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
+
+from . import services
+from .authentication import NodeTokenAuthentication, RunTokenAuthentication
+from .models import Node, Run
+from .selectors import nodes_of, runs_for_listing
+from .serializers import (
+    AgentEventsSerializer,
+    CompleteSerializer,
+    HeartbeatSerializer,
+    NodeSerializer,
+    NodeWriteSerializer,
+    RegisteredNodeSerializer,
+    RunCreateSerializer,
+    RunEventSerializer,
+    RunSerializer,
+)
+
+
+def _validated(serializer_class: type, data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _owned_projects(user: Any, slugs: list[str]) -> list[Project]:
+    projects = []
+    for slug in slugs:
+        project = Project.objects.visible_to(user).filter(slug=slug, user_role__isnull=False).first()  # type: ignore[misc]
+        if project is None:
+            raise exceptions.ValidationError({"projects": f"You are not a member of a project '{slug}'."})
+        projects.append(project)
+    return projects
+
+
+class NodeViewSet(viewsets.ModelViewSet):
+    """Your compute nodes. Creating one returns its token once; DELETE revokes it."""
+
+    queryset = Node.objects.none()
+    serializer_class = NodeSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    filterset_fields = ["shared"]
+    search_fields = ["name"]
+    ordering_fields = ["name", "created_at", "last_seen_at"]
+
+    def get_queryset(self) -> QuerySet[Node]:
+        return nodes_of(self.request.user)
+
+    @extend_schema(request=NodeWriteSerializer, responses={201: RegisteredNodeSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = _validated(NodeWriteSerializer, request.data)
+        user = authenticated_user(request)
+        data["projects"] = _owned_projects(user, data["projects"])
+        if Node.objects.filter(owner=user, name=data["name"]).exists():
+            raise exceptions.ValidationError({"name": f"You already have a node named '{data['name']}'."})
+        registered = services.node_register(owner=user, **data)
+        payload = dict(NodeSerializer(registered.node).data)
+        payload["token"] = registered.token
+        return Response(payload, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=NodeWriteSerializer, responses=NodeSerializer)
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        node = self.get_object()
+        serializer = NodeWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if "projects" in changes:
+            node.projects.set(_owned_projects(request.user, changes.pop("projects")))
+        for field, value in changes.items():
+            setattr(node, field, value)
+        node.full_clean()
+        node.save()
+        return Response(NodeSerializer(node).data)
+
+    def perform_destroy(self, instance: Node) -> None:
+        services.node_revoke(node=instance)
+
+    @extend_schema(request=None, responses={200: RegisteredNodeSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-token")
+    def rotate_token(self, request: Request, pk: str | None = None) -> Response:
+        node = self.get_object()
+        payload = dict(NodeSerializer(node).data)
+        payload["token"] = services.node_rotate_token(node=node)
+        return Response(payload)
+
+
+class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Runs of notebooks on compute nodes. Submit with a notebook, parameters and inputs."""
+
+    queryset = Run.objects.none()
+    serializer_class = RunSerializer
+    filterset_fields = ["state", "project__slug", "node__name"]
+    ordering_fields = ["created_at", "priority", "finished_at"]
+
+    def get_queryset(self) -> QuerySet[Run]:
+        return runs_for_listing(self.request.user)
+
+    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = _validated(RunCreateSerializer, request.data)
+        project = get_project_for(request.user, data["project"])
+        require_role(project, CAN_UPLOAD, "run notebooks")
+        notebook = get_object_or_404(
+            Notebook.objects.select_related("latest_version"), project=project, pk=data["notebook"]
+        )
+        version = notebook.latest_version
+        if "version" in data:
+            version = notebook.versions.filter(number=data["version"]).first()
+        if version is None:
+            raise exceptions.ValidationError({"version": "No such notebook version."})
+        inputs = []
+        for item in data["datasets"]:
+            versions = DatasetVersion.objects.filter(dataset__project=project, dataset__name=item["name"])
+            chosen = (
+                versions.filter(number=item["version"]).first()
+                if "version" in item
+                else versions.order_by("-number").first()
+            )
+            if chosen is None:
+                raise exceptions.ValidationError({"datasets": f"No version of dataset '{item['name']}' to use."})
+            inputs.append(chosen)
+        dependencies = list(Run.objects.filter(project=project, pk__in=data["depends_on"]))
+        missing = set(data["depends_on"]) - {d.pk for d in dependencies}
+        if missing:
+            raise exceptions.ValidationError({"depends_on": f"No runs {sorted(missing)} in this project."})
+        run = services.run_submit(
+            project=project,
+            user=authenticated_user(request),
+            notebook_version=version,
+            parameters=data["parameters"],
+            dataset_versions=inputs,
+            requirements=data["requirements"],
+            priority=data["priority"],
+            depends_on=dependencies,
+            timeout_seconds=data["timeout_seconds"],
+        )
+        return Response(RunSerializer(self.get_queryset().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("after", int, description="Only events with seq greater than this.")],
+        responses=RunEventSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        """The run's events in order; resume after the last seq you saw."""
+        run = self.get_object()
+        try:
+            after = int(request.query_params.get("after", 0))
+        except ValueError as exc:
+            raise exceptions.ValidationError({"after": "after must be an integer sequence number."}) from exc
+        page = self.paginate_queryset(run.events.filter(seq__gt=after).order_by("seq"))
+        return self.get_paginated_response(RunEventSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses=RunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        project = get_project_for(request.user, run.project.slug)
+        if run.created_by_id != request.user.pk:
+            require_role(project, CAN_UPLOAD, "cancel runs")
+        if run.is_final:
+            raise exceptions.ValidationError({"state": f"The run already ended ({run.state})."})
+        services.run_cancel(run=run)
+        return Response(RunSerializer(self.get_queryset().get(pk=run.pk)).data)
+
+    @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
+    @action(detail=True, methods=["get"])
+    def output(self, request: Request, pk: str | None = None) -> FileResponse:
+        """The executed notebook, as uploaded by the node (sha256 checked)."""
+        run = self.get_object()
+        if not run.output_storage_name:
+            raise Http404("This run has no output notebook (yet).")
+        name = run.notebook_version.notebook.name.removesuffix(".ipynb")
+        return blob_response(
+            storage_name=run.output_storage_name,
+            filename=f"{name}-run{run.pk}.ipynb",
+            sha256=run.output_sha256,
+            content_type="application/x-ipynb+json",
+        )
+
+
+# --- the agent protocol ---------------------------------------------------------------------------------
+class AgentApi(APIView):
+    """Base of the run-token endpoints: the token must belong to the run in the URL."""
+
+    authentication_classes = [RunTokenAuthentication]
+    permission_classes: list[type] = []
+
+    def run_for(self, request: Request, run_id: int) -> Run:
+        run = request.auth
+        if not isinstance(run, Run):
+            raise exceptions.NotAuthenticated("Send the run token from the claim: Authorization: Bearer rlr_…")
+        if run.pk != run_id:
+            raise exceptions.PermissionDenied("This run token belongs to another run.")
+        return run
+
+
+def _stale(exc: services.StaleLease) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+
+class AgentHeartbeatApi(AgentApi):
+    @extend_schema(request=HeartbeatSerializer, responses={200: dict, 409: dict})
+    def post(self, request: Request, run_id: int) -> Response:
+        run = self.run_for(request, run_id)
+        data = _validated(HeartbeatSerializer, request.data)
+        try:
+            reply = services.run_heartbeat(run=run, lease_id=str(data["lease_id"]), running=data["running"])
+        except services.StaleLease as exc:
+            return _stale(exc)
+        return Response({"lease_expires_at": reply.lease_expires_at, "cancel_requested": reply.cancel_requested})
+
+
+class AgentEventsApi(AgentApi):
+    @extend_schema(request=AgentEventsSerializer, responses={200: dict, 409: dict})
+    def post(self, request: Request, run_id: int) -> Response:
+        run = self.run_for(request, run_id)
+        data = _validated(AgentEventsSerializer, request.data)
+        events = [
+            {"agent_seq": e["seq"], "kind": e["kind"], "cell_index": e.get("cell_index"), "payload": e["payload"]}
+            for e in data["events"]
+        ]
+        try:
+            stored = services.run_events_append(run=run, lease_id=str(data["lease_id"]), events=events)
+        except services.StaleLease as exc:
+            return _stale(exc)
+        return Response({"stored": stored, "received": len(events)})
+
+
+class RawBodyParser(BaseParser):
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return stream
+
+
+class AgentOutputApi(AgentApi):
+    """PUT the executed notebook as the raw body, with X-Lease-Id and X-Content-SHA256 headers."""
+
+    parser_classes = [RawBodyParser]
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict, 400: dict, 409: dict})
+    def put(self, request: Request, run_id: int) -> Response:
+        run = self.run_for(request, run_id)
+        lease_id = request.headers.get("X-Lease-Id", "")
+        sha256 = request.headers.get("X-Content-SHA256", "")
+        if not lease_id or len(sha256) != 64:
+            raise exceptions.ValidationError(
+                {"detail": "Send X-Lease-Id and X-Content-SHA256 (64 hex digits) headers."}
+            )
+        limit = settings.REPROLAB_OUTPUT_MAX_BYTES
+        reject_oversized_body(request, limit)
+        with TemporaryUploadedFile("output.ipynb", "application/octet-stream", 0, None) as spool:
+            size = 0
+            while chunk := request.stream.read(1024 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The output notebook is larger than {limit} bytes.")
+                spool.write(chunk)
+            spool.seek(0)
+            try:
+                stored = services.run_output_upload(run=run, lease_id=lease_id, stream=spool, sha256=sha256)
+            except services.StaleLease as exc:
+                return _stale(exc)
+        return Response({"sha256": stored["sha256"], "size": stored["size"]})
+
+
+class AgentCompleteApi(AgentApi):
+    @extend_schema(request=CompleteSerializer, responses={200: RunSerializer, 409: dict})
+    def post(self, request: Request, run_id: int) -> Response:
+        run = self.run_for(request, run_id)
+        data = _validated(CompleteSerializer, request.data)
+        try:
+            run = services.run_complete(
+                run=run, lease_id=str(data["lease_id"]), state=data["state"], error=data["error"]
+            )
+        except services.StaleLease as exc:
+            return _stale(exc)
+        return Response({"state": run.state})
+
+
+class AgentNotebookApi(AgentApi):
+    """The notebook version to execute."""
+
+    @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
+    def get(self, request: Request, run_id: int) -> FileResponse:
+        run = self.run_for(request, run_id)
+        version = run.notebook_version
+        return blob_response(
+            storage_name=version.storage_name,
+            filename="input.ipynb",
+            sha256=version.sha256,
+            content_type="application/x-ipynb+json",
+        )
+
+
+class AgentFileApi(AgentApi):
+    """One input file of the run, by sha256 (nodes cache files by content)."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request: Request, run_id: int, sha256: str) -> FileResponse:
+        run = self.run_for(request, run_id)
+        file = DatasetFile.objects.filter(version__in=run.input_datasets.all(), sha256=sha256).first()
+        if file is None:
+            raise Http404("No such input file for this run.")
+        return blob_response(storage_name=file.storage_name, filename=file.path.rsplit("/", 1)[-1], sha256=file.sha256)
+
+
+class AgentHelloApi(APIView):
+    """A node's agent says it is alive and what it can do (CPU, memory, GPUs)."""
+
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes: list[type] = []
+
+    @extend_schema(request=dict, responses=dict)
+    def post(self, request: Request) -> Response:
+        node = request.auth
+        if not isinstance(node, Node):
+            raise exceptions.NotAuthenticated("Send the node token: Authorization: Bearer rln_…")
+        capabilities = request.data.get("capabilities") if isinstance(request.data, dict) else None
+        if not isinstance(capabilities, dict):
+            raise exceptions.ValidationError({"capabilities": "Send capabilities as an object."})
+        services.node_seen(node=node, capabilities=capabilities)
+        return Response(
+            {
+                "node": node.name,
+                "heartbeat_seconds": settings.REPROLAB_HEARTBEAT_SECONDS,
+                "claim_wait_seconds": settings.REPROLAB_CLAIM_MAX_WAIT_SECONDS,
+            }
+        )

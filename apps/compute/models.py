@@ -1,0 +1,134 @@
+"""Compute nodes, runs and their events.
+
+A run moves queued -> leased -> running -> succeeded | failed | cancelled, or back to queued
+(attempt + 1) when its lease expires, up to `max_attempts`, then lost. Every transition is one
+database transaction guarded by compare-and-set on the state and lease id.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Node(models.Model):
+    """A registered compute node. Its agent authenticates with a token (sha256 stored)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(max_length=100)
+    tags = models.JSONField(default=list, blank=True)
+    max_concurrency = models.PositiveSmallIntegerField(default=1)
+    # Shared nodes take runs from everyone on the site; otherwise the owner's runs and those of
+    # the projects listed in `projects`.
+    shared = models.BooleanField(default=False)
+    projects = models.ManyToManyField("projects.Project", blank=True, related_name="nodes")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=12, editable=False)
+    capabilities = models.JSONField(default=dict, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="unique_node_name_per_owner")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def gpus(self) -> list[dict]:
+        gpus = self.capabilities.get("gpus") if isinstance(self.capabilities, dict) else None
+        return gpus if isinstance(gpus, list) else []
+
+
+class RunState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    LEASED = "leased", "Leased"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    LOST = "lost", "Lost"
+
+
+ACTIVE_STATES = (RunState.LEASED, RunState.RUNNING)
+FINAL_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST)
+
+
+class Run(models.Model):
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="runs")
+    notebook_version = models.ForeignKey("projects.NotebookVersion", on_delete=models.PROTECT, related_name="runs")
+    parameters = models.JSONField(default=dict, blank=True)
+    input_datasets = models.ManyToManyField("projects.DatasetVersion", blank=True, related_name="runs")
+    # {"tags": [...], "gpu": bool, "min_gpu_memory_mb": int}
+    requirements = models.JSONField(default=dict, blank=True)
+    priority = models.IntegerField(default=0)
+    depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
+    timeout_seconds = models.PositiveIntegerField(default=3600)
+
+    state = models.CharField(max_length=10, choices=RunState.choices, default=RunState.QUEUED, db_index=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    lease_id = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    run_token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    output_sha256 = models.CharField(max_length=64, blank=True)
+    output_size = models.PositiveBigIntegerField(null=True, blank=True)
+    output_storage_name = models.CharField(max_length=300, blank=True)
+    # The output uploaded under the current lease, not yet accepted by `complete`.
+    pending_output = models.JSONField(default=dict, blank=True)
+
+    last_event_seq = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="runs")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "-priority", "queued_at"], name="run_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.state})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class RunEvent(models.Model):
+    """One progress event. `seq` numbers a run's events for viewers (resume with ?after=seq);
+    (attempt, agent_seq) is the agent's idempotency key, so a resent batch stores nothing twice."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    attempt = models.PositiveSmallIntegerField()
+    agent_seq = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=20)
+    cell_index = models.IntegerField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "seq"], name="unique_run_event_seq"),
+            models.UniqueConstraint(
+                fields=["run", "attempt", "agent_seq"],
+                condition=models.Q(agent_seq__isnull=False),
+                name="unique_run_event_agent_seq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.kind}"
+
+
+def new_lease_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,495 @@
+"""Writes for nodes and runs: registration, submission, the lease protocol, completion.
+
+Every state change is one transaction and a compare-and-set on (state, lease_id), so a stale
+agent (an expired lease, a second claimer) changes nothing and is told so (StaleLease -> 409).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef, Q
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.core.broadcast import broadcast_on_commit
+from apps.core.hashing import store_blob
+from apps.core.secrets import hash_secret, new_secret
+from apps.projects.models import DatasetVersion, NotebookVersion, Project
+
+from . import scheduling
+from .models import ACTIVE_STATES, Node, Run, RunEvent, RunState, new_lease_id
+from .parameters import validate_parameters
+from .queue_signal import announce_work
+
+logger = logging.getLogger(__name__)
+
+NODE_TOKEN_PREFIX = "rln_"  # noqa: S105 - a prefix, not a secret
+RUN_TOKEN_PREFIX = "rlr_"  # noqa: S105 - a prefix, not a secret
+
+
+class StaleLease(Exception):
+    """The caller's lease is not the run's current one (expired, requeued or never held)."""
+
+
+def run_group(run_id: int) -> str:
+    return f"run.{run_id}"
+
+
+# --- nodes ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegisteredNode:
+    node: Node
+    token: str  # shown once
+
+
+@transaction.atomic
+def node_register(
+    *,
+    owner: User,
+    name: str,
+    tags: Sequence[str] = (),
+    max_concurrency: int = 1,
+    shared: bool = False,
+    projects: Iterable[Project] = (),
+) -> RegisteredNode:
+    secret = new_secret(NODE_TOKEN_PREFIX)
+    node = Node(
+        owner=owner,
+        name=name,
+        tags=sorted({t.strip().lower() for t in tags if t.strip()}),
+        max_concurrency=max_concurrency,
+        shared=shared,
+        token_hash=secret.hash,
+        token_prefix=secret.display_prefix,
+    )
+    node.full_clean()
+    node.save()
+    node.projects.set(list(projects))
+    return RegisteredNode(node=node, token=secret.raw)
+
+
+@transaction.atomic
+def node_rotate_token(*, node: Node) -> str:
+    secret = new_secret(NODE_TOKEN_PREFIX)
+    Node.objects.filter(pk=node.pk).update(token_hash=secret.hash, token_prefix=secret.display_prefix, revoked_at=None)
+    node.refresh_from_db()
+    return secret.raw
+
+
+def node_revoke(*, node: Node) -> None:
+    Node.objects.filter(pk=node.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    node.refresh_from_db()
+
+
+def node_authenticate(*, raw: str) -> Node | None:
+    if not raw.startswith(NODE_TOKEN_PREFIX):
+        return None
+    node = Node.objects.filter(token_hash=hash_secret(raw), revoked_at__isnull=True).select_related("owner").first()
+    if node is None or not node.owner.is_active:
+        return None
+    return node
+
+
+def node_seen(*, node: Node, capabilities: dict[str, Any] | None = None) -> None:
+    """Record that the node's agent is alive (and what it can do)."""
+    changes: dict[str, Any] = {"last_seen_at": timezone.now()}
+    if capabilities is not None:
+        changes["capabilities"] = capabilities
+    Node.objects.filter(pk=node.pk).update(**changes)
+    for field, value in changes.items():
+        setattr(node, field, value)
+
+
+# --- submitting and cancelling ----------------------------------------------------------------------
+def _clean_requirements(raw: Any) -> dict[str, Any]:
+    if raw in (None, ""):
+        return {}
+    if not isinstance(raw, dict):
+        raise ValidationError({"requirements": "Requirements must be an object: {tags, gpu, min_gpu_memory_mb}."})
+    unknown = set(raw) - {"tags", "gpu", "min_gpu_memory_mb"}
+    if unknown:
+        raise ValidationError({"requirements": f"Unknown requirement(s): {', '.join(sorted(unknown))}."})
+    tags = raw.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        raise ValidationError({"requirements": "requirements.tags must be a list of non-empty strings."})
+    gpu = raw.get("gpu", False)
+    memory = raw.get("min_gpu_memory_mb", 0)
+    if not isinstance(gpu, bool):
+        raise ValidationError({"requirements": "requirements.gpu must be true or false."})
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 0:
+        raise ValidationError({"requirements": "requirements.min_gpu_memory_mb must be a non-negative integer."})
+    return {"tags": sorted({t.strip().lower() for t in tags}), "gpu": gpu or memory > 0, "min_gpu_memory_mb": memory}
+
+
+def run_submit(
+    *,
+    project: Project,
+    user: User,
+    notebook_version: NotebookVersion,
+    parameters: Any = None,
+    dataset_versions: Sequence[DatasetVersion] = (),
+    requirements: Any = None,
+    priority: int = 0,
+    depends_on: Sequence[Run] = (),
+    timeout_seconds: int = 3600,
+) -> Run:
+    if notebook_version.notebook.project_id != project.pk:
+        raise ValidationError({"notebook_version": "The notebook version is not in this project."})
+    for dataset_version in dataset_versions:
+        if dataset_version.dataset.project_id != project.pk:
+            raise ValidationError({"datasets": "Input datasets must belong to the run's project."})
+    for dependency in depends_on:
+        if dependency.project_id != project.pk:
+            raise ValidationError({"depends_on": f"Run {dependency.pk} is not in this project."})
+    run = Run(
+        project=project,
+        notebook_version=notebook_version,
+        parameters=validate_parameters(parameters, notebook_version.parameters),
+        requirements=_clean_requirements(requirements),
+        priority=priority,
+        timeout_seconds=timeout_seconds,
+        max_attempts=settings.REPROLAB_MAX_ATTEMPTS,
+        created_by=user,
+    )
+    run.full_clean()
+    with transaction.atomic():
+        run.save()
+        run.input_datasets.set(dataset_versions)
+        run.depends_on.set(depends_on)
+        _append_server_event(run, "state", {"state": RunState.QUEUED})
+        announce_work()
+        broken = [d for d in depends_on if d.state in (RunState.FAILED, RunState.CANCELLED, RunState.LOST)]
+        if broken:
+            _finish(run, RunState.FAILED, f"Dependency run {broken[0].pk} {broken[0].state}.")
+    return run
+
+
+@transaction.atomic
+def run_cancel(*, run: Run) -> Run:
+    """Cancel at once when queued; when a node holds it, ask the agent (it sees it on heartbeat)."""
+    run = Run.objects.select_for_update().get(pk=run.pk)
+    if run.state == RunState.QUEUED:
+        _finish(run, RunState.CANCELLED, "Cancelled before it started.")
+    elif run.state in ACTIVE_STATES and not run.cancel_requested:
+        run.cancel_requested = True
+        run.save(update_fields=["cancel_requested"])
+        _append_server_event(run, "cancel_requested", {})
+    return run
+
+
+# --- events -------------------------------------------------------------------------------------------
+def _append_server_event(run: Run, kind: str, payload: dict[str, Any], cell_index: int | None = None) -> None:
+    _append_events(run, [{"kind": kind, "payload": payload, "cell_index": cell_index}])
+
+
+def _append_events(run: Run, events: Sequence[dict[str, Any]]) -> list[RunEvent]:
+    """Number and store events for a run locked by the caller, then broadcast after commit."""
+    rows = []
+    seq = Run.objects.filter(pk=run.pk).values_list("last_event_seq", flat=True).get()
+    for event in events:
+        seq += 1
+        rows.append(
+            RunEvent(
+                run=run,
+                seq=seq,
+                attempt=run.attempt,
+                agent_seq=event.get("agent_seq"),
+                kind=event["kind"],
+                cell_index=event.get("cell_index"),
+                payload=event.get("payload") or {},
+            )
+        )
+    if not rows:
+        return []
+    RunEvent.objects.bulk_create(rows)
+    Run.objects.filter(pk=run.pk).update(last_event_seq=seq)
+    run.last_event_seq = seq
+    for row in rows:
+        broadcast_on_commit(run_group(run.pk), "run.event", event_message(row))
+    return rows
+
+
+def event_message(event: RunEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "attempt": event.attempt,
+        "kind": event.kind,
+        "cell_index": event.cell_index,
+        "payload": event.payload,
+        "created_at": event.created_at.isoformat() if event.created_at else None,
+    }
+
+
+AGENT_EVENT_KINDS = {"cell_started", "cell_executed", "stream", "output", "resources", "log"}
+
+
+def run_events_append(*, run: Run, lease_id: str, events: Sequence[dict[str, Any]]) -> int:
+    """Store an agent's batch. Events already stored for this attempt (same agent_seq) are
+    skipped, so resending a batch after a timeout is harmless. Returns how many were new."""
+    with transaction.atomic():
+        run = _locked_with_lease(run.pk, lease_id)
+        seqs = [e["agent_seq"] for e in events]
+        known = set(
+            RunEvent.objects.filter(run=run, attempt=run.attempt, agent_seq__in=seqs).values_list(
+                "agent_seq", flat=True
+            )
+        )
+        fresh = [e for e in events if e["agent_seq"] not in known]
+        fresh.sort(key=lambda e: e["agent_seq"])
+        _append_events(run, fresh)
+        return len(fresh)
+
+
+# --- the lease protocol ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claim:
+    run: Run
+    lease_id: str
+    lease_expires_at: dt.datetime
+    run_token: str
+    heartbeat_seconds: int
+
+
+def _lease_deadline() -> dt.datetime:
+    return timezone.now() + dt.timedelta(seconds=settings.REPROLAB_LEASE_SECONDS)
+
+
+def _eligible_runs(node: Node) -> Any:
+    """Queued runs this node may take: its owner's, its shared projects', or anyone's when the
+    node is shared; only runs whose dependencies all succeeded."""
+    runs = Run.objects.filter(state=RunState.QUEUED, cancel_requested=False)
+    if not node.shared:
+        runs = runs.filter(Q(created_by_id=node.owner_id) | Q(project__in=node.projects.all()))
+    unfinished_dependency = Run.objects.filter(dependents=OuterRef("pk")).exclude(state=RunState.SUCCEEDED)
+    return runs.exclude(Exists(unfinished_dependency))
+
+
+def _node_slots(nodes: Sequence[Node]) -> list[scheduling.NodeSlot]:
+    running = dict(
+        Run.objects.filter(node__in=nodes, state__in=ACTIVE_STATES).values_list("node_id").annotate(n=Count("id"))
+    )
+    slots = []
+    for node in nodes:
+        gpus = node.gpus
+        slots.append(
+            scheduling.NodeSlot(
+                id=node.pk,
+                tags=frozenset(node.tags),
+                max_concurrency=node.max_concurrency,
+                running=running.get(node.pk, 0),
+                gpu_count=len(gpus),
+                gpu_memory_mb=max((int(g.get("memory_mb", 0)) for g in gpus), default=0),
+            )
+        )
+    return slots
+
+
+def _active_nodes(claimer: Node) -> list[Node]:
+    since = timezone.now() - dt.timedelta(seconds=settings.REPROLAB_NODE_ACTIVE_SECONDS)
+    nodes = list(
+        Node.objects.filter(revoked_at__isnull=True, last_seen_at__gte=since)
+        .exclude(pk=claimer.pk)
+        .prefetch_related("projects")
+    )
+    return [claimer, *nodes]
+
+
+def _allowed_nodes(run: Run, nodes: Sequence[Node], project_ids: dict[int, set[int]]) -> frozenset[int]:
+    return frozenset(
+        n.pk for n in nodes if n.shared or n.owner_id == run.created_by_id or run.project_id in project_ids[n.pk]
+    )
+
+
+def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
+    """Lease the run the scheduler assigns to this node, if any. Safe under concurrent agents:
+    candidate rows are locked with SKIP LOCKED where the database has it, and the lease is taken
+    by compare-and-set on state=queued."""
+    expire_leases()
+    strategy = scheduling.get_strategy(settings.REPROLAB_SCHEDULER)
+    for _ in range(3):  # another agent may win the compare-and-set; then look again
+        with transaction.atomic():
+            candidates = _eligible_runs(node).order_by("-priority", "queued_at", "id")
+            if connection.features.has_select_for_update_skip_locked:
+                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+            runs = list(candidates[:limit])
+            if not runs:
+                return None
+            nodes = _active_nodes(node)
+            node_project_ids = {n.pk: {p.pk for p in n.projects.all()} for n in nodes}
+            running_by_owner = dict(
+                Run.objects.filter(state__in=ACTIVE_STATES).values_list("created_by_id").annotate(n=Count("id"))
+            )
+            queued = [
+                scheduling.QueuedRun(
+                    id=r.pk,
+                    owner_id=r.created_by_id or 0,
+                    priority=r.priority,
+                    queued_at=r.queued_at.timestamp(),
+                    required_tags=frozenset(r.requirements.get("tags", [])),
+                    needs_gpu=bool(r.requirements.get("gpu")),
+                    min_gpu_memory_mb=int(r.requirements.get("min_gpu_memory_mb", 0)),
+                    allowed_node_ids=_allowed_nodes(r, nodes, node_project_ids),
+                )
+                for r in runs
+            ]
+            assignments = strategy.assign(queued, _node_slots(nodes), running_by_owner)
+            mine = next((a.run_id for a in assignments if a.node_id == node.pk), None)
+            if mine is None:
+                return None
+            lease_id = new_lease_id()
+            token = new_secret(RUN_TOKEN_PREFIX)
+            expires = _lease_deadline()
+            taken = Run.objects.filter(pk=mine, state=RunState.QUEUED).update(
+                state=RunState.LEASED,
+                node=node,
+                lease_id=lease_id,
+                lease_expires_at=expires,
+                run_token_hash=token.hash,
+            )
+            if not taken:
+                continue
+            run = Run.objects.select_related("notebook_version__notebook", "project").get(pk=mine)
+            _append_server_event(run, "state", {"state": RunState.LEASED, "node": node.name, "attempt": run.attempt})
+            return Claim(
+                run=run,
+                lease_id=str(lease_id),
+                lease_expires_at=expires,
+                run_token=token.raw,
+                heartbeat_seconds=settings.REPROLAB_HEARTBEAT_SECONDS,
+            )
+    return None
+
+
+def run_authenticate(*, raw: str) -> Run | None:
+    """The live run a run token belongs to. A token stops working when its lease ends."""
+    if not raw.startswith(RUN_TOKEN_PREFIX):
+        return None
+    return Run.objects.filter(
+        run_token_hash=hash_secret(raw), state__in=ACTIVE_STATES, lease_expires_at__gt=timezone.now()
+    ).first()
+
+
+def _locked_with_lease(run_id: int, lease_id: str) -> Run:
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.state not in ACTIVE_STATES or str(run.lease_id) != str(lease_id):
+        raise StaleLease(f"Run {run_id} is not held under lease {lease_id} (it is {run.state}).")
+    if run.lease_expires_at is None or run.lease_expires_at <= timezone.now():
+        raise StaleLease(f"The lease on run {run_id} expired.")
+    return run
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    lease_expires_at: dt.datetime
+    cancel_requested: bool
+
+
+def run_heartbeat(*, run: Run, lease_id: str, running: bool = False) -> HeartbeatReply:
+    """Renew the lease; `running` marks the start of execution. Says whether to cancel."""
+    with transaction.atomic():
+        run = _locked_with_lease(run.pk, lease_id)
+        run.lease_expires_at = _lease_deadline()
+        fields = ["lease_expires_at"]
+        if running and run.state == RunState.LEASED:
+            run.state = RunState.RUNNING
+            run.started_at = timezone.now()
+            fields += ["state", "started_at"]
+            _append_server_event(run, "state", {"state": RunState.RUNNING})
+        run.save(update_fields=fields)
+        return HeartbeatReply(lease_expires_at=run.lease_expires_at, cancel_requested=run.cancel_requested)
+
+
+def run_output_upload(*, run: Run, lease_id: str, stream: IO[bytes], sha256: str) -> dict[str, Any]:
+    """Store the output notebook under the current lease once its sha256 checks out."""
+    blob = store_blob(stream)
+    if blob.sha256 != sha256.lower():
+        raise ValidationError({"sha256": f"The upload's sha256 is {blob.sha256}, not {sha256}: resend it."})
+    with transaction.atomic():
+        run = _locked_with_lease(run.pk, lease_id)
+        run.pending_output = {"sha256": blob.sha256, "size": blob.size, "storage_name": blob.storage_name}
+        run.save(update_fields=["pending_output"])
+    return run.pending_output
+
+
+COMPLETION_STATES = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
+
+
+def run_complete(*, run: Run, lease_id: str, state: str, error: str = "") -> Run:
+    if state not in COMPLETION_STATES:
+        raise ValidationError({"state": f"state must be one of {', '.join(sorted(COMPLETION_STATES))}."})
+    with transaction.atomic():
+        run = _locked_with_lease(run.pk, lease_id)
+        if state == RunState.SUCCEEDED and not run.pending_output:
+            raise ValidationError({"state": "Upload the output notebook before completing as succeeded."})
+        if run.pending_output:
+            run.output_sha256 = run.pending_output["sha256"]
+            run.output_size = run.pending_output["size"]
+            run.output_storage_name = run.pending_output["storage_name"]
+        _finish(run, RunState(state), error)
+    return run
+
+
+def _finish(run: Run, state: RunState, error: str = "") -> None:
+    """Move a locked run to a final state and settle the runs that depend on it."""
+    run.state = state
+    run.error = error[:10_000]
+    run.finished_at = timezone.now()
+    run.lease_id = None
+    run.lease_expires_at = None
+    run.run_token_hash = ""
+    run.pending_output = {}
+    run.save()
+    _append_server_event(run, "state", {"state": state, "error": run.error})
+    # A node slot is free now, and dependents may have become runnable.
+    announce_work()
+    if state != RunState.SUCCEEDED:
+        for dependent in Run.objects.select_for_update().filter(depends_on=run, state=RunState.QUEUED):
+            _finish(dependent, RunState.FAILED, f"Dependency run {run.pk} {state}.")
+
+
+def expire_leases() -> int:
+    """The reconciler: requeue runs whose lease ran out (attempt + 1), or mark them lost after
+    max_attempts, or cancelled if a cancel was pending. Returns how many runs it moved."""
+    moved = 0
+    now = timezone.now()
+    expired = Run.objects.filter(state__in=ACTIVE_STATES, lease_expires_at__lte=now).values_list("pk", "lease_id")
+    for run_id, lease_id in list(expired[:500]):
+        with transaction.atomic():
+            run = (
+                Run.objects.select_for_update().filter(pk=run_id, lease_id=lease_id, lease_expires_at__lte=now).first()
+            )
+            if run is None:  # renewed or settled meanwhile
+                continue
+            moved += 1
+            if run.cancel_requested:
+                _finish(run, RunState.CANCELLED, "Cancelled; the node stopped answering.")
+            elif run.attempt >= run.max_attempts:
+                _finish(run, RunState.LOST, f"The node stopped answering on all {run.attempt} attempts.")
+            else:
+                lost_node = run.node.name if run.node else "?"
+                run.state = RunState.QUEUED
+                run.attempt += 1
+                run.node = None
+                run.lease_id = None
+                run.lease_expires_at = None
+                run.run_token_hash = ""
+                run.pending_output = {}
+                run.queued_at = now
+                run.save()
+                _append_server_event(
+                    run,
+                    "state",
+                    {"state": RunState.QUEUED, "attempt": run.attempt, "reason": f"lease on {lost_node} expired"},
+                )
+                announce_work()
+    if moved:
+        logger.info("Lease sweep moved %d run(s)", moved)
+    return moved
