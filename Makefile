@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo "ReproLab on http://127.0.0.1:$(PORT)  (log in as demo / demo)"
-	$(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	$(BIN)/python manage.py run_embedded --port $(PORT)
 
 ## The whole suite: PostgreSQL and Redis when reachable (required under CI=true), a real
 ## Celery worker, a real ASGI server and Debian's Chromium.
@@ -43,6 +43,7 @@ worker: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/hash_bench.py
+	$(BIN)/python bench/execution_bench.py 2>/dev/null
 
 clean:
 	rm -rf var/test-media var/test-db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

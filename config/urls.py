@@ -2,11 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from apps.compute import agent_dist
+from apps.compute import agent_dist, metrics
 from apps.core.views import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics.prometheus_metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -17,5 +18,6 @@ urlpatterns = [
     path("agent/", agent_dist.agent_index, name="agent-index"),
     path("agent/<str:filename>", agent_dist.agent_wheel, name="agent-wheel"),
     path("accounts/", include("apps.accounts.urls")),
+    path("", include("apps.compute.urls")),
     path("", include("apps.projects.urls")),
 ]

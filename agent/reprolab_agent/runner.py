@@ -124,35 +124,59 @@ class Heartbeat(threading.Thread):
                 log.warning("run %s: heartbeat failed: %s", self.ctx.run_id, error)
 
 
-class EventSender:
-    """Numbers events per attempt and posts them in batches; a failed batch is resent as is
-    (the site ignores sequence numbers it already has)."""
+class EventSender(threading.Thread):
+    """Numbers events per attempt and posts them in batches from its own thread, at least every
+    EVENT_FLUSH_SECONDS, so a finished cell is reported even while the next one is silent. A
+    failed batch is resent as is (the site ignores sequence numbers it already has)."""
 
     def __init__(self, ctx: RunContext) -> None:
+        super().__init__(name=f"events-{ctx.run_id}", daemon=True)
         self.ctx = ctx
         self.seq = 0
         self.pending: list[dict[str, Any]] = []
-        self.last_flush = time.monotonic()
+        self.lock = threading.Lock()  # guards `pending`
+        self.sending = threading.Lock()  # one POST at a time, so batches arrive in order
+        self.done = threading.Event()
 
     def add(self, event: dict[str, Any]) -> None:
-        self.seq += 1
-        self.pending.append(
-            {
-                "seq": self.seq,
-                "kind": event["kind"],
-                "cell_index": event.get("cell_index"),
-                "payload": event.get("payload", {}),
-            }
-        )
-        if len(self.pending) >= EVENT_BATCH or time.monotonic() - self.last_flush >= EVENT_FLUSH_SECONDS:
-            self.flush()
+        with self.lock:
+            self.seq += 1
+            self.pending.append(
+                {
+                    "seq": self.seq,
+                    "kind": event["kind"],
+                    "cell_index": event.get("cell_index"),
+                    "payload": event.get("payload", {}),
+                }
+            )
 
     def flush(self) -> None:
-        while self.pending:
-            batch = self.pending[:EVENT_BATCH]
-            self.ctx.call("POST", "events", json_body={"lease_id": self.ctx.lease_id, "events": batch}, retry_for=120)
-            del self.pending[: len(batch)]
-        self.last_flush = time.monotonic()
+        with self.sending:
+            while True:
+                with self.lock:
+                    batch = self.pending[:EVENT_BATCH]
+                if not batch:
+                    return
+                self.ctx.call(
+                    "POST", "events", json_body={"lease_id": self.ctx.lease_id, "events": batch}, retry_for=120
+                )
+                with self.lock:
+                    del self.pending[: len(batch)]
+
+    def run(self) -> None:
+        while not self.done.wait(EVENT_FLUSH_SECONDS):
+            try:
+                self.flush()
+            except LeaseLost:
+                return  # the watchdog sees lease_lost and stops the run
+            except (GaveUp, RuntimeError) as error:
+                log.warning("run %s: sending events failed: %s", self.ctx.run_id, error)
+
+    def close(self) -> None:
+        """Stop the background flushing and send what is left."""
+        self.done.set()
+        self.join()
+        self.flush()
 
 
 class RunExecutor:
@@ -196,15 +220,34 @@ class RunExecutor:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _execute(self, ctx: RunContext) -> str:
-        run = ctx.claim["run"]
-        events = EventSender(ctx)
         try:
             notebook = self.prepare(ctx)
         except (RuntimeError, GaveUp) as error:
             return self.complete(ctx, "failed", f"Could not prepare the run: {error}")
+        events = EventSender(ctx)
+        events.start()
+        try:
+            output = ctx.workdir / "_output.ipynb"
+            code, last_log = self._run_child(ctx, notebook, output, events)
+        finally:
+            events.done.set()  # on any error too: no flusher thread outlives its run
+        events.close()
+        if ctx.lease_lost.is_set():
+            raise LeaseLost(f"run {ctx.run_id}: lease lost while running")
+        state = "cancelled" if ctx.cancel.is_set() else EXIT_STATES.get(code, "failed")
+        message = "" if state == "succeeded" else self._error_text(code, ctx, last_log)
+        if output.exists():
+            self.upload(ctx, output)
+        elif state == "succeeded":
+            state, message = "failed", "papermill wrote no output notebook"
+        return self.complete(ctx, state, message)
+
+    def _run_child(self, ctx: RunContext, notebook: Path, output: Path, events: EventSender) -> tuple[int, str]:
+        """Execute in a child process in its own session; forward its JSON-lines events.
+        Returns the exit code and the last log message."""
+        run = ctx.claim["run"]
         ctx.started.set()
         Heartbeat(ctx).beat()  # tell the site the run is running now
-        output = ctx.workdir / "_output.ipynb"
         command = [
             sys.executable,
             "-m",
@@ -234,17 +277,7 @@ class RunExecutor:
             if event.get("kind") == "log":
                 last_log = str(event.get("payload", {}).get("message", ""))
             events.add(event)
-        code = child.wait()
-        events.flush()
-        if ctx.lease_lost.is_set():
-            raise LeaseLost(f"run {ctx.run_id}: lease lost while running")
-        state = "cancelled" if ctx.cancel.is_set() else EXIT_STATES.get(code, "failed")
-        message = "" if state == "succeeded" else self._error_text(code, ctx, last_log)
-        if output.exists():
-            self.upload(ctx, output)
-        elif state == "succeeded":
-            state, message = "failed", "papermill wrote no output notebook"
-        return self.complete(ctx, state, message)
+        return child.wait(), last_log
 
     def _watch(self, ctx: RunContext, child: subprocess.Popen[str], timeout: float) -> None:
         """Interrupt on cancel or timeout, then kill after a grace period; kill at once if the

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import agent_views, api
+from . import agent_views, api, metrics
 
 router = SimpleRouter()
 router.register("nodes", api.NodeViewSet, basename="api-node")
@@ -11,6 +11,7 @@ R = "agent/runs/<int:run_id>"
 
 urlpatterns = [
     *router.urls,
+    path("metrics/", metrics.MetricsApi.as_view(), name="api-metrics"),
     path("agent/hello/", api.AgentHelloApi.as_view(), name="agent-hello"),
     path("agent/claim/", agent_views.agent_claim, name="agent-claim"),
     path(f"{R}/notebook/", api.AgentNotebookApi.as_view(), name="agent-run-notebook"),

@@ -286,7 +286,7 @@ def _node_slots(nodes: Sequence[Node]) -> list[scheduling.NodeSlot]:
                 max_concurrency=node.max_concurrency,
                 running=running.get(node.pk, 0),
                 gpu_count=len(gpus),
-                gpu_memory_mb=max((int(g.get("memory_mb", 0)) for g in gpus), default=0),
+                gpu_memory_mb=max((int(g.get("memory_total_mb") or g.get("memory_mb") or 0) for g in gpus), default=0),
             )
         )
     return slots
@@ -310,16 +310,23 @@ def _allowed_nodes(run: Run, nodes: Sequence[Node], project_ids: dict[int, set[i
 
 def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
     """Lease the run the scheduler assigns to this node, if any. Safe under concurrent agents:
-    candidate rows are locked with SKIP LOCKED where the database has it, and the lease is taken
-    by compare-and-set on state=queued."""
+    claims for one node take turns (a lock on the node's row, so max_concurrency holds), claims
+    for different nodes plan side by side from the same queue (the plan is deterministic, so
+    they pick different runs); the chosen run is locked with SKIP LOCKED where the database has
+    it, and the lease is taken by compare-and-set on state=queued."""
     expire_leases()
     strategy = scheduling.get_strategy(settings.REPROLAB_SCHEDULER)
+    features = connection.features
     for _ in range(3):  # another agent may win the compare-and-set; then look again
         with transaction.atomic():
-            candidates = _eligible_runs(node).order_by("-priority", "queued_at", "id")
-            if connection.features.has_select_for_update_skip_locked:
-                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-            runs = list(candidates[:limit])
+            list(
+                Node.objects.select_for_update(no_key=features.has_select_for_no_key_update)
+                .filter(pk=node.pk)
+                .values_list("pk", flat=True)
+            )
+            # Candidates are read without row locks: locking them all would hide the whole queue
+            # from every other node's claim until this one commits.
+            runs = list(_eligible_runs(node).order_by("-priority", "queued_at", "id")[:limit])
             if not runs:
                 return None
             nodes = _active_nodes(node)
@@ -344,6 +351,12 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
             mine = next((a.run_id for a in assignments if a.node_id == node.pk), None)
             if mine is None:
                 return None
+            if features.has_select_for_update_skip_locked and not list(
+                Run.objects.select_for_update(skip_locked=True)
+                .filter(pk=mine, state=RunState.QUEUED)
+                .values_list("pk", flat=True)
+            ):
+                continue  # another claim is taking it right now: plan again
             lease_id = new_lease_id()
             token = new_secret(RUN_TOKEN_PREFIX)
             expires = _lease_deadline()
@@ -398,6 +411,9 @@ def run_heartbeat(*, run: Run, lease_id: str, running: bool = False) -> Heartbea
         run = _locked_with_lease(run.pk, lease_id)
         run.lease_expires_at = _lease_deadline()
         fields = ["lease_expires_at"]
+        # A busy node does not poll for work; its heartbeats show it is alive.
+        if run.node_id is not None:
+            Node.objects.filter(pk=run.node_id).update(last_seen_at=timezone.now())
         if running and run.state == RunState.LEASED:
             run.state = RunState.RUNNING
             run.started_at = timezone.now()

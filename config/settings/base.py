@@ -186,8 +186,9 @@ REPROLAB_RENDERS_PER_MINUTE = env.int("REPROLAB_RENDERS_PER_MINUTE", default=30)
 REPROLAB_LEASE_SECONDS = env.int("REPROLAB_LEASE_SECONDS", default=120)
 REPROLAB_HEARTBEAT_SECONDS = env.int("REPROLAB_HEARTBEAT_SECONDS", default=20)
 REPROLAB_MAX_ATTEMPTS = env.int("REPROLAB_MAX_ATTEMPTS", default=3)
-# A node that has not polled for this long is left out of scheduling decisions.
-REPROLAB_NODE_ACTIVE_SECONDS = env.int("REPROLAB_NODE_ACTIVE_SECONDS", default=90)
+# A node not heard from (claim polls, heartbeats) for this long is left out of scheduling: a dead
+# node must not keep being assigned runs it will never claim. Polling agents check in every few s.
+REPROLAB_NODE_ACTIVE_SECONDS = env.int("REPROLAB_NODE_ACTIVE_SECONDS", default=15)
 REPROLAB_SCHEDULER = env.str("REPROLAB_SCHEDULER", default="load_balanced")
 REPROLAB_CLAIM_MAX_WAIT_SECONDS = env.int("REPROLAB_CLAIM_MAX_WAIT_SECONDS", default=30)
 REPROLAB_SWEEP_SECONDS = env.float("REPROLAB_SWEEP_SECONDS", default=15.0)

@@ -20,6 +20,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 CACHES["default"]["KEY_PREFIX"] = env.str("REPROLAB_TEST_RUN_ID", default=str(os.getpid()))
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth_token": "1000/minute"}}
 REPROLAB_DEMO_ALLOWED = True
-REPROLAB_PRERENDER = False  # the Celery integration test turns it on
+REPROLAB_PRERENDER = env.bool("REPROLAB_PRERENDER", default=False)  # integration tests turn it on
 WHITENOISE_AUTOREFRESH = True  # serve static files from the app folders; no collectstatic in tests
 WHITENOISE_USE_FINDERS = True  # (autorefresh alone only rescans STATIC_ROOT, which tests never fill)

@@ -98,12 +98,14 @@ def daphne_server(**env: str) -> Iterator[str]:
 
 
 @contextmanager
-def celery_worker(**env: str) -> Iterator[subprocess.Popen]:
-    """Start a real Celery worker (solo pool) on the test broker; yields once it answers a ping."""
+def celery_worker(*, beat: bool = False, **env: str) -> Iterator[subprocess.Popen]:
+    """Start a real Celery worker (solo pool) on the test broker, with an embedded beat when
+    asked; yields once it answers a ping."""
     from config.celery import app
 
-    name = f"test-{free_port()}@%h"
-    log = open(ROOT / "var" / "celery-test.log", "wb")  # noqa: SIM115 - closed below
+    port = free_port()
+    log = open(ROOT / "var" / f"celery-test-{port}.log", "wb")  # noqa: SIM115 - closed below
+    beat_args = ["-B", "--schedule", str(ROOT / "var" / f"celerybeat-{port}")] if beat else []
     process = subprocess.Popen(
         [
             str(BIN / "celery"),
@@ -113,10 +115,11 @@ def celery_worker(**env: str) -> Iterator[subprocess.Popen]:
             "--pool=solo",
             "--concurrency=1",
             "-n",
-            name,
+            f"test-{port}@%h",
             "--loglevel=INFO",
             "--without-gossip",
             "--without-mingle",
+            *beat_args,
         ],
         cwd=ROOT,
         env=server_env(**env),
@@ -126,3 +129,35 @@ def celery_worker(**env: str) -> Iterator[subprocess.Popen]:
     with stopping(process), log:
         wait_until(lambda: bool(app.control.ping(timeout=0.5)), timeout=60, what="celery worker", process=process)
         yield process
+
+
+def agent_process(
+    server: str, token: str, work: Path, *, concurrency: int = 1, name: str = "agent"
+) -> subprocess.Popen:
+    """Start a real node agent (`python -m reprolab_agent`) against a live server."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"), os.environ.get("PYTHONPATH", "")])}
+    log = open(ROOT / "var" / f"{name}-{free_port()}.log", "wb")  # noqa: SIM115 - the process owns it
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reprolab_agent",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--concurrency",
+            str(concurrency),
+            "--work-dir",
+            str(work / "work"),
+            "--cache-dir",
+            str(work / "cache"),
+            "--wait",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

@@ -1,0 +1,19 @@
+"""Pages for nodes and runs, and the run form's target on a notebook page."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "compute"
+
+urlpatterns = [
+    path("nodes/", views.node_list, name="nodes"),
+    path("nodes/new/", views.node_create, name="node-create"),
+    path("nodes/<int:pk>/", views.node_detail, name="node"),
+    path("nodes/<int:pk>/rotate-token/", views.node_rotate_token, name="node-rotate-token"),
+    path("nodes/<int:pk>/revoke/", views.node_revoke, name="node-revoke"),
+    path("runs/", views.run_list, name="runs"),
+    path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
+    path("p/<slug:slug>/-/run/<int:version_id>/", views.run_submit, name="run-submit"),
+]
