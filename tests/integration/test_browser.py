@@ -1,63 +1,14 @@
 """A researcher in a real browser (Debian's Chromium driven by Playwright) against daphne:
 log in, create a project, upload a notebook, see it rendered in the sandboxed frame."""
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import pytest
-from django.db import connection
 
 from apps.projects.models import NotebookVersion
 from tests.factories import PASSWORD, make_user, notebook_bytes
 
+from .browser import in_orm_thread
+
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-CHROMIUM = "/usr/bin/chromium"
-# Quiet, offline-friendly flags: this machine has no network beyond the package registries.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
-
-
-@pytest.fixture
-def browser_page():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is required under CI=true (scripts/run-tests.sh installs it)")
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser-last.png"))
-            browser.close()
-
-
-def _in_thread(query):
-    """Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls."""
-
-    def run():
-        try:
-            return query()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
 
 
 @pytest.fixture
@@ -114,7 +65,7 @@ def test_researcher_creates_project_uploads_and_sees_rendered_notebook(rita, liv
         inner.evaluate("() => { try { return parent.document.title; } catch (e) { return 'blocked'; } }") == "blocked"
     )
 
-    stored = _in_thread(
+    stored = in_orm_thread(
         lambda: list(
             NotebookVersion.objects.filter(notebook__project__slug="growth").values_list(
                 "number", "notebook__project__visibility"

@@ -11,12 +11,10 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import pytest
-from django.db import connection
 from django.utils import timezone
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -25,22 +23,11 @@ from apps.compute.models import Node, Run
 from apps.projects import services as project_services
 from tests.factories import PASSWORD, make_user
 
+from .browser import ARTIFACTS, in_orm_thread
 from .servers import ROOT, stopping
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-# Quiet, offline-friendly flags: this machine has no network beyond the package registries.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "var" / "test-artifacts"
 STEPS = 3
 
 # Records, in the page itself, when each cell changes class and the state badge changes, so the
@@ -80,39 +67,6 @@ def slow_notebook() -> bytes:
         # Print first, then work: the output shows while the cell is still running.
         nb.cells.append(new_code_cell(f'import time\nprint(f"{{label}} step {i}"){extra}\ntime.sleep(0.4)'))
     return nbformat.writes(nb).encode()
-
-
-@pytest.fixture
-def browser_page():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is required under CI=true (scripts/run-tests.sh installs it)")
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser-runs-last.png"), full_page=True)
-            browser.close()
-
-
-def _in_thread(query):
-    """Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls."""
-
-    def run():
-        try:
-            return query()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
 
 
 @pytest.fixture
@@ -198,7 +152,7 @@ def test_run_from_notebook_page_and_watch_it_live(lab, live_server_url, browser_
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "run-page.png"), full_page=True)
 
-    run = _in_thread(lambda: Run.objects.select_related("node").get(pk=run_id))
+    run = in_orm_thread(lambda: Run.objects.select_related("node").get(pk=run_id))
     assert run.state == "succeeded"
     assert run.parameters == {"label": "browser"}
     assert run.node is not None
@@ -226,14 +180,14 @@ class Lease:
             self.seq = 0
             services.run_heartbeat(run=claimed.run, lease_id=self.lease_id, running=True)
 
-        _in_thread(claim)
+        in_orm_thread(claim)
 
     def events(self, *events: tuple[str, int | None, dict]) -> None:
         batch = []
         for kind, cell_index, payload in events:
             self.seq += 1
             batch.append({"agent_seq": self.seq, "kind": kind, "cell_index": cell_index, "payload": payload})
-        _in_thread(
+        in_orm_thread(
             lambda: services.run_events_append(
                 run=Run.objects.get(pk=self.run_id), lease_id=self.lease_id, events=batch
             )
@@ -251,7 +205,7 @@ class Lease:
             Run.objects.filter(pk=self.run_id).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
             assert services.expire_leases() == 1
 
-        _in_thread(expire)
+        in_orm_thread(expire)
 
     def succeed(self) -> None:
         def complete() -> None:
@@ -262,7 +216,7 @@ class Lease:
             )
             services.run_complete(run=run, lease_id=self.lease_id, state="succeeded")
 
-        _in_thread(complete)
+        in_orm_thread(complete)
 
 
 @pytest.fixture
@@ -336,7 +290,7 @@ def test_run_page_resyncs_after_lost_messages_and_reconnects(require_redis, clai
     page.locator("#cells[data-socket=open][data-syncing=false]").wait_for()
 
     # 3. A single lost message on a live socket: the next one reveals the gap; REST fills it.
-    lost_seq = _in_thread(lambda: Run.objects.get(pk=lease.run_id).last_event_seq) + 1
+    lost_seq = in_orm_thread(lambda: Run.objects.get(pk=lease.run_id).last_event_seq) + 1
     connections[1]["drop_seqs"].add(lost_seq)
     lease.events(
         ("stream", 4, {"name": "stdout", "text": "gap A\n"}), ("stream", 4, {"name": "stdout", "text": "gap B\n"})
