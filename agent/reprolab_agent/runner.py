@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client, GaveUp, Reply
+from .resources import sample_session, usage
 
 log = logging.getLogger("reprolab_agent")
 
 EXIT_STATES = {0: "succeeded", 3: "failed", 4: "failed", 130: "cancelled"}
 EVENT_BATCH = 100
 EVENT_FLUSH_SECONDS = 0.2
+RESOURCE_SECONDS = 2.0
 
 
 class LeaseLost(Exception):
@@ -267,6 +269,7 @@ class RunExecutor:
         )
         watchdog = threading.Thread(target=self._watch, args=(ctx, child, float(run["timeout_seconds"])), daemon=True)
         watchdog.start()
+        threading.Thread(target=_report_resources, args=(child, events), daemon=True).start()
         assert child.stdout is not None
         last_log = ""
         for line in child.stdout:
@@ -324,6 +327,20 @@ class RunExecutor:
         ctx.call("POST", "complete", json_body={"lease_id": ctx.lease_id, "state": state, "error": error})
         log.info("run %s: %s", ctx.run_id, state)
         return state
+
+
+def _report_resources(child: subprocess.Popen[str], events: EventSender) -> None:
+    """Every RESOURCE_SECONDS, a `resources` event for the run's process session."""
+    previous = sample_session(child.pid)
+    last = time.monotonic()
+    while child.poll() is None and previous is not None:
+        time.sleep(RESOURCE_SECONDS)
+        current = sample_session(child.pid)
+        now = time.monotonic()
+        if current is None or child.poll() is not None:
+            return
+        events.add({"kind": "resources", "payload": usage(previous, current, now - last)})
+        previous, last = current, now
 
 
 def _child_env() -> dict[str, str]:

@@ -23,6 +23,7 @@
     started: $("run-started"),
     finished: $("run-finished"),
     elapsed: $("run-elapsed"),
+    resources: $("run-resources"),
     error: $("run-error"),
     output: $("output-link"),
     cancel: $("cancel-form"),
@@ -312,6 +313,11 @@
         break;
       case "log":
         if (payload.message) log(String(payload.message));
+        break;
+      case "resources":
+        if (el.resources) {
+          el.resources.textContent = `${Number(payload.cpu_percent) || 0}% CPU · ${Number(payload.rss_mb) || 0} MiB`;
+        }
         break;
       case "cancel_requested":
         log("cancel requested: the node stops the run at its next heartbeat", "warn");

@@ -222,6 +222,10 @@ def test_killed_agent_run_is_requeued_and_completed_once_by_the_other(stack):
     # The second attempt printed every tick; the first attempt's partial output is kept apart.
     second_ticks = RunEvent.objects.filter(run_id=run_id, kind="stream", attempt=2)
     assert "".join(e.payload["text"] for e in second_ticks).count("tick") == 6
+    # The agent sampled the run's processes while it ran (every 2 s).
+    resources = RunEvent.objects.filter(run_id=run_id, kind="resources", attempt=2).first()
+    assert resources is not None
+    assert resources.payload["rss_mb"] > 0
 
 
 def test_bad_parameters_are_refused_with_a_clear_message(stack):
@@ -278,6 +282,15 @@ def test_stale_lease_gets_409_and_run_token_cannot_touch_another_run(stack, tmp_
         {"lease_id": claim_b["lease"]["id"]},
     )
     assert status == 403
+
+    # Settle run B with its own lease, so only run A is left to lapse.
+    status, _ = _agent_call(
+        stack.url,
+        f"/api/v1/agent/runs/{claim_b['run']['id']}/complete/",
+        claim_b["run_token"],
+        {"lease_id": claim_b["lease"]["id"], "state": "failed", "error": "given up by hand"},
+    )
+    assert status == 200
 
     # Let run A's lease lapse (no heartbeats): the sweeper requeues it as attempt 2.
     run_a = claim_a["run"]["id"]
