@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client, GaveUp, Reply
+from .environment import capture
 from .resources import sample_session, usage
 
 log = logging.getLogger("reprolab_agent")
@@ -226,6 +227,7 @@ class RunExecutor:
             notebook = self.prepare(ctx)
         except (RuntimeError, GaveUp) as error:
             return self.complete(ctx, "failed", f"Could not prepare the run: {error}")
+        self.record_environment(ctx, notebook)
         events = EventSender(ctx)
         events.start()
         try:
@@ -243,6 +245,26 @@ class RunExecutor:
         elif state == "succeeded":
             state, message = "failed", "papermill wrote no output notebook"
         return self.complete(ctx, state, message)
+
+    def record_environment(self, ctx: RunContext, notebook: Path) -> None:
+        """Send the environment snapshot before the run starts. The inputs' sha256 are the ones
+        verified on fetch (the node's cache is content-addressed), so nothing is hashed twice."""
+        run = ctx.claim["run"]
+        inputs = [
+            {
+                "role": "notebook",
+                "path": run["notebook_path"],
+                "sha256": run["notebook_sha256"],
+                "size": notebook.stat().st_size,
+            }
+        ]
+        inputs += [
+            {"role": "data", "path": f["path"], "sha256": f["sha256"], "size": f["size"], "dataset": f.get("dataset")}
+            for f in run["files"]
+        ]
+        snapshot = capture(kernel_name=self.kernel or run.get("kernel_name") or "python3", inputs=inputs)
+        if "environment" in ctx.claim["urls"]:
+            ctx.call("POST", "environment", json_body={"lease_id": ctx.lease_id, "environment": snapshot})
 
     def _run_child(self, ctx: RunContext, notebook: Path, output: Path, events: EventSender) -> tuple[int, str]:
         """Execute in a child process in its own session; forward its JSON-lines events.

@@ -32,8 +32,14 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
         return request.build_absolute_uri(reverse(name, kwargs={"run_id": run.pk, **kwargs}))
 
     files = [
-        {"path": f.path, "sha256": f.sha256, "size": f.size, "url": url("agent-run-file", sha256=f.sha256)}
-        for dataset_version in run.input_datasets.all()
+        {
+            "path": f.path,
+            "sha256": f.sha256,
+            "size": f.size,
+            "dataset": f"{dataset_version.dataset.name}@v{dataset_version.number}",
+            "url": url("agent-run-file", sha256=f.sha256),
+        }
+        for dataset_version in run.input_datasets.select_related("dataset")
         for f in dataset_version.files.all()
     ]
     return {
@@ -57,6 +63,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "events": url("agent-run-events"),
             "output": url("agent-run-output"),
             "complete": url("agent-run-complete"),
+            "environment": url("agent-run-environment"),
         },
     }
 

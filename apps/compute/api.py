@@ -218,7 +218,7 @@ class AgentApi(APIView):
         return run
 
 
-def _stale(exc: services.StaleLease) -> Response:
+def stale_lease_response(exc: services.StaleLease) -> Response:
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
 
@@ -230,7 +230,7 @@ class AgentHeartbeatApi(AgentApi):
         try:
             reply = services.run_heartbeat(run=run, lease_id=str(data["lease_id"]), running=data["running"])
         except services.StaleLease as exc:
-            return _stale(exc)
+            return stale_lease_response(exc)
         return Response({"lease_expires_at": reply.lease_expires_at, "cancel_requested": reply.cancel_requested})
 
 
@@ -246,7 +246,7 @@ class AgentEventsApi(AgentApi):
         try:
             stored = services.run_events_append(run=run, lease_id=str(data["lease_id"]), events=events)
         except services.StaleLease as exc:
-            return _stale(exc)
+            return stale_lease_response(exc)
         return Response({"stored": stored, "received": len(events)})
 
 
@@ -284,7 +284,7 @@ class AgentOutputApi(AgentApi):
             try:
                 stored = services.run_output_upload(run=run, lease_id=lease_id, stream=spool, sha256=sha256)
             except services.StaleLease as exc:
-                return _stale(exc)
+                return stale_lease_response(exc)
         return Response({"sha256": stored["sha256"], "size": stored["size"]})
 
 
@@ -298,7 +298,7 @@ class AgentCompleteApi(AgentApi):
                 run=run, lease_id=str(data["lease_id"]), state=data["state"], error=data["error"]
             )
         except services.StaleLease as exc:
-            return _stale(exc)
+            return stale_lease_response(exc)
         return Response({"state": run.state})
 
 

@@ -235,7 +235,7 @@ def run_events_append(*, run: Run, lease_id: str, events: Sequence[dict[str, Any
     """Store an agent's batch. Events already stored for this attempt (same agent_seq) are
     skipped, so resending a batch after a timeout is harmless. Returns how many were new."""
     with transaction.atomic():
-        run = _locked_with_lease(run.pk, lease_id)
+        run = locked_with_lease(run.pk, lease_id)
         seqs = [e["agent_seq"] for e in events]
         known = set(
             RunEvent.objects.filter(run=run, attempt=run.attempt, agent_seq__in=seqs).values_list(
@@ -390,7 +390,7 @@ def run_authenticate(*, raw: str) -> Run | None:
     ).first()
 
 
-def _locked_with_lease(run_id: int, lease_id: str) -> Run:
+def locked_with_lease(run_id: int, lease_id: str) -> Run:
     run = Run.objects.select_for_update().get(pk=run_id)
     if run.state not in ACTIVE_STATES or str(run.lease_id) != str(lease_id):
         raise StaleLease(f"Run {run_id} is not held under lease {lease_id} (it is {run.state}).")
@@ -408,7 +408,7 @@ class HeartbeatReply:
 def run_heartbeat(*, run: Run, lease_id: str, running: bool = False) -> HeartbeatReply:
     """Renew the lease; `running` marks the start of execution. Says whether to cancel."""
     with transaction.atomic():
-        run = _locked_with_lease(run.pk, lease_id)
+        run = locked_with_lease(run.pk, lease_id)
         run.lease_expires_at = _lease_deadline()
         fields = ["lease_expires_at"]
         # A busy node does not poll for work; its heartbeats show it is alive.
@@ -429,7 +429,7 @@ def run_output_upload(*, run: Run, lease_id: str, stream: IO[bytes], sha256: str
     if blob.sha256 != sha256.lower():
         raise ValidationError({"sha256": f"The upload's sha256 is {blob.sha256}, not {sha256}: resend it."})
     with transaction.atomic():
-        run = _locked_with_lease(run.pk, lease_id)
+        run = locked_with_lease(run.pk, lease_id)
         run.pending_output = {"sha256": blob.sha256, "size": blob.size, "storage_name": blob.storage_name}
         run.save(update_fields=["pending_output"])
     return run.pending_output
@@ -442,7 +442,7 @@ def run_complete(*, run: Run, lease_id: str, state: str, error: str = "") -> Run
     if state not in COMPLETION_STATES:
         raise ValidationError({"state": f"state must be one of {', '.join(sorted(COMPLETION_STATES))}."})
     with transaction.atomic():
-        run = _locked_with_lease(run.pk, lease_id)
+        run = locked_with_lease(run.pk, lease_id)
         if state == RunState.SUCCEEDED and not run.pending_output:
             raise ValidationError({"state": "Upload the output notebook before completing as succeeded."})
         if run.pending_output:

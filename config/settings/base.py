@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.projects",
     "apps.compute",
+    "apps.reproducibility",
 ]
 
 MIDDLEWARE = [
@@ -166,6 +167,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two choice sets share the field name "role": name each enum explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "MemberRoleEnum": "apps.projects.models.Role",
+        "InputRoleEnum": ["notebook", "data"],
+    },
 }
 
 # --- ReproLab limits ----------------------------------------------------------------------------

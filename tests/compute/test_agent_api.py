@@ -144,6 +144,7 @@ class TestClaim:
             "events": f"{base}/events/",
             "output": f"{base}/output/",
             "complete": f"{base}/complete/",
+            "environment": f"{base}/environment/",
         }
         # The run token fetches the notebook to execute.
         notebook_response = run_client(body["run_token"]).get(body["urls"]["notebook"])

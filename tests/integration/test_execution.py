@@ -6,6 +6,7 @@ seconds. Every wait is on a condition with a deadline, never a fixed sleep.
 """
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from django.test import Client
 from apps.accounts.models import User
 from apps.compute import services as compute
 from apps.compute.models import Node, Run, RunEvent, RunState
+from apps.projects import services as project_services
 from apps.projects.models import Notebook, Project
 from tests.factories import make_project, make_token, make_user, upload_notebook
 
@@ -314,3 +316,41 @@ def test_stale_lease_gets_409_and_run_token_cannot_touch_another_run(stack, tmp_
         stack.url, f"/api/v1/agent/runs/{run_a}/heartbeat/", claim_a["run_token"], {"lease_id": claim_a["lease"]["id"]}
     )
     assert status == 401
+
+
+def test_runs_record_their_environment_and_a_changed_input_shows_in_the_diff(stack):
+    dataset = project_services.dataset_create(project=stack.project, name="obs", creator=stack.user)
+
+    def add_version(text: bytes) -> str:
+        version, _ = project_services.dataset_add_files(
+            dataset=dataset, files=[project_services.IncomingFile("obs.csv", io.BytesIO(text))], uploader=stack.user
+        )
+        return version.files.get().sha256
+
+    notebook = upload_notebook(
+        stack.project, stack.user, "reads.ipynb", source="print(open('obs.csv').read())"
+    ).notebook
+    sha_v1 = add_version(b"x\n1\n")
+    first = stack.submit(notebook, datasets=[{"name": "obs", "version": 1}])
+    sha_v2 = add_version(b"x\n2\n")
+    second = stack.submit(notebook, datasets=[{"name": "obs", "version": 2}])
+    assert [wait_for_state(r, FINAL).state for r in (first, second)] == ["succeeded", "succeeded"]
+
+    status, snapshot = stack.api("GET", f"/api/v1/runs/{first}/environment/")
+    assert status == 200
+    assert isinstance(snapshot, dict)
+    environment = snapshot["environment"]
+    assert "papermill" in environment["packages"]
+    assert environment["python"]["version"]
+    assert environment["kernel"]["name"] == "python3"
+    inputs = {i["path"]: i for i in environment["inputs"]}
+    assert inputs["reads.ipynb"]["sha256"] == notebook.latest_version.sha256  # type: ignore[union-attr]
+    assert inputs["obs.csv"]["sha256"] == sha_v1
+    assert inputs["obs.csv"]["dataset"] == "obs@v1"
+
+    status, diff = stack.api("GET", f"/api/v1/runs/{second}/environment/diff/?against={first}")
+    assert status == 200
+    assert isinstance(diff, dict)
+    assert diff["inputs"]["changed"] == {"obs.csv": [sha_v1, sha_v2]}
+    assert diff["same_stack"] is True
+    assert diff["packages"] == {"added": {}, "removed": {}, "changed": {}}

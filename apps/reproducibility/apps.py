@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ReproducibilityConfig(AppConfig):
+    name = "apps.reproducibility"
+    label = "reproducibility"

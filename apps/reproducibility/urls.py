@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "reproducibility"
+
+urlpatterns = [
+    path("runs/<int:run_id>/environment/", views.run_environment, name="environment"),
+    path("runs/<int:run_id>/environment/diff/", views.run_environment_diff, name="environment-diff"),
+]
