@@ -24,7 +24,7 @@ from apps.core.hashing import store_blob
 from apps.core.secrets import hash_secret, new_secret
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 
-from . import scheduling
+from . import scheduling, signals
 from .models import ACTIVE_STATES, Node, Run, RunEvent, RunState, new_lease_id
 from .parameters import validate_parameters
 from .queue_signal import announce_work
@@ -466,6 +466,8 @@ def _finish(run: Run, state: RunState, error: str = "") -> None:
     _append_server_event(run, "state", {"state": state, "error": run.error})
     # A node slot is free now, and dependents may have become runnable.
     announce_work()
+    run_id = run.pk
+    transaction.on_commit(lambda: signals.run_finished.send(sender=Run, run_id=run_id, state=state))
     if state != RunState.SUCCEEDED:
         for dependent in Run.objects.select_for_update().filter(depends_on=run, state=RunState.QUEUED):
             _finish(dependent, RunState.FAILED, f"Dependency run {run.pk} {state}.")

@@ -343,6 +343,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "parameters": _parameter_rows(run),
         "datasets": list(run.input_datasets.all()),
         "can_cancel": can_cancel,
+        "can_reproduce": run.state == RunState.SUCCEEDED and bool(run.output_sha256) and has_role(project, CAN_UPLOAD),
         "node_is_mine": run.node is not None and run.node.owner_id == user.pk,
         "config": config,
     }

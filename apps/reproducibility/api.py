@@ -1,22 +1,32 @@
 """Environment snapshots: agents post them (run token), people read and compare them."""
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from django.http import Http404
+from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.request_user import authenticated_user
 from apps.compute.api import AgentApi, stale_lease_response
 from apps.compute.selectors import runs_visible_to
 from apps.compute.services import StaleLease
+from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
+from .crate import build_run_crate
 from .diff import environment_diff
-from .models import EnvironmentSnapshot
-from .serializers import AgentEnvironmentSerializer, EnvironmentSnapshotSerializer
+from .models import EnvironmentSnapshot, Reproduction
+from .serializers import (
+    AgentEnvironmentSerializer,
+    EnvironmentSnapshotSerializer,
+    ReproduceSerializer,
+    ReproductionSerializer,
+)
 
 
 class AgentEnvironmentApi(AgentApi):
@@ -68,3 +78,66 @@ class RunEnvironmentDiffApi(APIView):
         mine = snapshot_for(request.user, run_id)
         other = snapshot_for(request.user, int(against))
         return Response({"run": run_id, "against": int(against), **environment_diff(other.data, mine.data)})
+
+
+class ReproduceApi(APIView):
+    """Rerun a succeeded run (same version, parameters, data) and compare cell by cell."""
+
+    @extend_schema(request=ReproduceSerializer, responses={201: ReproductionSerializer})
+    def post(self, request: Request, run_id: int) -> Response:
+        original = runs_visible_to(request.user).select_related("project").filter(pk=run_id).first()
+        if original is None:
+            raise Http404("No such run.")
+        project = get_project_for(request.user, original.project.slug)
+        require_role(project, CAN_UPLOAD, "reproduce runs")
+        serializer = ReproduceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reproduction = services.reproduction_start(
+            original=original, user=authenticated_user(request), **serializer.validated_data
+        )
+        return Response(ReproductionSerializer(reproduction).data, status=status.HTTP_201_CREATED)
+
+
+def reproduction_for(user: Any, reproduction_id: int) -> Reproduction:
+    reproduction = (
+        Reproduction.objects.filter(pk=reproduction_id, original__in=runs_visible_to(user))
+        .prefetch_related("reruns__node")
+        .first()
+    )
+    if reproduction is None:
+        raise Http404("No such reproduction.")
+    return reproduction
+
+
+class ReproductionApi(APIView):
+    """The verdict and its evidence: per-cell status (differing first), recorded values side by
+    side, flaky cells, and the environment diff between the original and a rerun."""
+
+    @extend_schema(responses=ReproductionSerializer)
+    def get(self, request: Request, reproduction_id: int) -> Response:
+        return Response(ReproductionSerializer(reproduction_for(request.user, reproduction_id)).data)
+
+
+class RunCrateApi(APIView):
+    """The run as an RO-Crate (Process Run Crate 0.5): notebook, executed notebook, environment,
+    parameters and inputs with sha256, the run as a CreateAction."""
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    def get(self, request: Request, run_id: int) -> FileResponse:
+        run = (
+            runs_visible_to(request.user)
+            .select_related("project", "notebook_version__notebook", "created_by")
+            .filter(pk=run_id)
+            .first()
+        )
+        if run is None:
+            raise Http404("No such run.")
+        if not run.is_final:
+            raise exceptions.ValidationError({"state": f"The run has not ended yet ({run.state})."})
+        base_url = request.build_absolute_uri("/").rstrip("/")
+        handle = tempfile.NamedTemporaryFile(suffix=".zip")  # noqa: SIM115 - FileResponse closes it
+        build_run_crate(run, Path(handle.name), base_url=base_url)
+        handle.seek(0)
+        return FileResponse(
+            handle, as_attachment=True, filename=f"run-{run.pk}-crate.zip", content_type="application/zip"
+        )

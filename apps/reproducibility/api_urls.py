@@ -6,4 +6,7 @@ urlpatterns = [
     path("agent/runs/<int:run_id>/environment/", api.AgentEnvironmentApi.as_view(), name="agent-run-environment"),
     path("runs/<int:run_id>/environment/", api.RunEnvironmentApi.as_view(), name="api-run-environment"),
     path("runs/<int:run_id>/environment/diff/", api.RunEnvironmentDiffApi.as_view(), name="api-run-environment-diff"),
+    path("runs/<int:run_id>/reproduce/", api.ReproduceApi.as_view(), name="api-run-reproduce"),
+    path("reproductions/<int:reproduction_id>/", api.ReproductionApi.as_view(), name="api-reproduction"),
+    path("runs/<int:run_id>/crate.zip", api.RunCrateApi.as_view(), name="api-run-crate"),
 ]

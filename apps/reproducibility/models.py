@@ -20,3 +20,35 @@ class EnvironmentSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"environment of run {self.run_id}"
+
+
+class Verdict(models.TextChoices):
+    PENDING = "pending", "Pending"
+    REPRODUCED = "reproduced", "Reproduced"
+    WITHIN_TOLERANCE = "reproduced_within_tolerance", "Reproduced within tolerance"
+    NOT_REPRODUCED = "not_reproduced", "Not reproduced"
+    COULD_NOT_RUN = "could_not_run", "Could not run"
+
+
+class Reproduction(models.Model):
+    """A check that a run reproduces: `repeats` reruns of the same notebook version with the same
+    parameters and data, compared with the original cell by cell within tolerances."""
+
+    original = models.ForeignKey("compute.Run", on_delete=models.CASCADE, related_name="reproductions")
+    reruns = models.ManyToManyField("compute.Run", related_name="reproduction_of")
+    rtol = models.FloatField(default=1e-9)
+    atol = models.FloatField(default=0.0)
+    repeats = models.PositiveSmallIntegerField(default=1)
+    requirements = models.JSONField(default=dict, blank=True)
+    verdict = models.CharField(max_length=32, choices=Verdict.choices, default=Verdict.PENDING, db_index=True)
+    # {"cells": [...], "values": [...], "environment": {...diff...}, "reason": "..."}
+    report = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"reproduction {self.pk} of run {self.original_id}: {self.verdict}"

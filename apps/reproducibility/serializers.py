@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from .models import EnvironmentSnapshot
+from .models import EnvironmentSnapshot, Reproduction
 
 MAX_PACKAGES = 5000
 
@@ -46,3 +46,34 @@ class EnvironmentSnapshotSerializer(serializers.ModelSerializer):
     class Meta:
         model = EnvironmentSnapshot
         fields = ["run", "attempt", "fingerprint", "captured_at", "environment"]
+
+
+class ReproduceSerializer(serializers.Serializer):
+    rtol = serializers.FloatField(min_value=0, required=False, default=1e-9)
+    atol = serializers.FloatField(min_value=0, required=False, default=0.0)
+    repeats = serializers.IntegerField(min_value=1, max_value=10, required=False, default=1)
+    requirements = serializers.JSONField(required=False, allow_null=True, default=None)
+
+
+class ReproductionSerializer(serializers.ModelSerializer):
+    reruns = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reproduction
+        fields = [
+            "id",
+            "original",
+            "reruns",
+            "rtol",
+            "atol",
+            "repeats",
+            "verdict",
+            "report",
+            "created_at",
+            "finished_at",
+        ]
+
+    def get_reruns(self, reproduction: Reproduction) -> list[dict]:
+        return [
+            {"id": r.pk, "state": r.state, "node": r.node.name if r.node else None} for r in reproduction.reruns.all()
+        ]

@@ -1,20 +1,108 @@
+"""Environment snapshots and reproduction checks."""
+
+import json
+import logging
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
-from apps.compute.models import Run
-from apps.compute.services import locked_with_lease
+from apps.accounts.models import User
+from apps.compute import services as compute
+from apps.compute.models import Run, RunState
 
-from .diff import fingerprint
-from .models import EnvironmentSnapshot
+from .compare import Tolerance, compare_runs
+from .diff import environment_diff, fingerprint
+from .models import EnvironmentSnapshot, Reproduction, Verdict
+
+logger = logging.getLogger(__name__)
+
+MAX_REPEATS = 10
 
 
 def environment_record(*, run: Run, lease_id: str, data: dict[str, Any]) -> EnvironmentSnapshot:
     """Store the snapshot of the run's current attempt (a retried run replaces the earlier one:
     the environment that counts is the one its result came from)."""
     with transaction.atomic():
-        run = locked_with_lease(run.pk, lease_id)
+        run = compute.locked_with_lease(run.pk, lease_id)
         snapshot, _ = EnvironmentSnapshot.objects.update_or_create(
             run=run, defaults={"attempt": run.attempt, "data": data, "fingerprint": fingerprint(data)}
         )
     return snapshot
+
+
+def reproduction_start(
+    *, original: Run, user: User, rtol: float = 1e-9, atol: float = 0.0, repeats: int = 1, requirements: Any = None
+) -> Reproduction:
+    """Rerun the same notebook version with the same parameters and data, `repeats` times."""
+    if original.state != RunState.SUCCEEDED or not original.output_sha256:
+        raise ValidationError(
+            {"run": f"Only a succeeded run with an output can be reproduced (this one is {original.state})."}
+        )
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise ValidationError({"repeats": f"repeats must be between 1 and {MAX_REPEATS}."})
+    if rtol < 0 or atol < 0:
+        raise ValidationError({"rtol": "Tolerances cannot be negative."})
+    with transaction.atomic():
+        reproduction = Reproduction.objects.create(
+            original=original, rtol=rtol, atol=atol, repeats=repeats, requirements=requirements or {}, created_by=user
+        )
+        datasets = list(original.input_datasets.all())
+        reruns = [
+            compute.run_submit(
+                project=original.project,
+                user=user,
+                notebook_version=original.notebook_version,
+                parameters=original.parameters,
+                dataset_versions=datasets,
+                requirements=requirements if requirements is not None else original.requirements,
+                priority=original.priority,
+                timeout_seconds=original.timeout_seconds,
+            )
+            for _ in range(repeats)
+        ]
+        reproduction.reruns.set(reruns)
+    return reproduction
+
+
+def _output_notebook(run: Run) -> dict[str, Any]:
+    with default_storage.open(run.output_storage_name, "rb") as handle:
+        loaded: dict[str, Any] = json.load(handle)
+        return loaded
+
+
+def reproduction_settle(*, reproduction_id: int) -> Reproduction:
+    """Compare once every rerun has ended. Idempotent: a settled reproduction stays as it is."""
+    with transaction.atomic():
+        reproduction = Reproduction.objects.select_for_update().get(pk=reproduction_id)
+        if reproduction.verdict != Verdict.PENDING:
+            return reproduction
+        reruns = list(reproduction.reruns.order_by("pk"))
+        if any(not r.is_final for r in reruns):
+            return reproduction
+        original = reproduction.original
+        failed = [r for r in reruns if r.state != RunState.SUCCEEDED or not r.output_storage_name]
+        report: dict[str, Any]
+        if failed:
+            report = {"reason": f"Rerun {failed[0].pk} ended {failed[0].state}: {failed[0].error or 'no output'}"}
+            reproduction.verdict = Verdict.COULD_NOT_RUN
+        else:
+            report = compare_runs(
+                _output_notebook(original),
+                [_output_notebook(r) for r in reruns],
+                Tolerance(rtol=reproduction.rtol, atol=reproduction.atol),
+            )
+            reproduction.verdict = report.pop("verdict")
+        environments = {s.run_id: s.data for s in EnvironmentSnapshot.objects.filter(run__in=[original, *reruns])}
+        if original.pk in environments and reruns and reruns[0].pk in environments:
+            report["environment"] = environment_diff(environments[original.pk], environments[reruns[0].pk])
+        reproduction.report = report
+        reproduction.finished_at = timezone.now()
+        reproduction.save(update_fields=["verdict", "report", "finished_at"])
+    return reproduction
+
+
+def pending_reproductions_for(run_id: int) -> list[int]:
+    return list(Reproduction.objects.filter(reruns=run_id, verdict=Verdict.PENDING).values_list("pk", flat=True))

@@ -1,10 +1,19 @@
 """Pages for environment snapshots and their comparison."""
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
-from .api import snapshot_for
+from apps.accounts.request_user import authenticated_user
+from apps.compute.selectors import runs_visible_to
+from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
+
+from . import services
+from .api import reproduction_for, snapshot_for
 from .diff import environment_diff
+from .serializers import ReproduceSerializer
 
 
 def run_environment(request: HttpRequest, run_id: int) -> HttpResponse:
@@ -21,3 +30,27 @@ def run_environment_diff(request: HttpRequest, run_id: int) -> HttpResponse:
     other = snapshot_for(request.user, int(against))
     diff = environment_diff(other.data, mine.data)
     return render(request, "reproducibility/environment_diff.html", {"mine": mine, "other": other, "diff": diff})
+
+
+def reproduction_detail(request: HttpRequest, reproduction_id: int) -> HttpResponse:
+    reproduction = reproduction_for(request.user, reproduction_id)
+    return render(request, "reproducibility/reproduction.html", {"r": reproduction, "report": reproduction.report})
+
+
+@require_POST
+@login_required
+def reproduce(request: HttpRequest, run_id: int) -> HttpResponse:
+    original = runs_visible_to(request.user).select_related("project").filter(pk=run_id).first()
+    if original is None:
+        raise Http404("No such run.")
+    require_role(get_project_for(request.user, original.project.slug), CAN_UPLOAD, "reproduce runs")
+    form = ReproduceSerializer(data=request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"Invalid reproduction settings: {form.errors}", status=400, content_type="text/plain")
+    try:
+        reproduction = services.reproduction_start(
+            original=original, user=authenticated_user(request), **form.validated_data
+        )
+    except ValidationError as error:
+        return HttpResponse(" ".join(error.messages), status=400, content_type="text/plain")
+    return redirect("reproducibility:reproduction", reproduction_id=reproduction.pk)

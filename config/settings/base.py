@@ -201,6 +201,7 @@ REPROLAB_SWEEP_SECONDS = env.float("REPROLAB_SWEEP_SECONDS", default=15.0)
 REPROLAB_OUTPUT_MAX_BYTES = env.int("REPROLAB_OUTPUT_MAX_BYTES", default=200 * 1024 * 1024)
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
+    "settle-reproductions": {"task": "reproducibility.settle_pending", "schedule": REPROLAB_SWEEP_SECONDS},
 }
 # Only the embedded mode may create the well-known demo account.
 REPROLAB_DEMO_ALLOWED = False

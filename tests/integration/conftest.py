@@ -4,6 +4,7 @@ import pytest
 from django.conf import settings
 
 from .browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from .fabric import stack  # noqa: F401 - the end-to-end compute stack fixture
 from .servers import daphne_server
 
 
