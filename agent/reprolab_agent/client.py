@@ -6,6 +6,7 @@ be restarting); other 4xx answers are returned to the caller, who knows what the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("reprolab_agent")
@@ -52,6 +54,34 @@ class Client:
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.server}{path}"
+
+    def download(self, path: str, target: Path, *, token: str | None = None, retry_for: float | None = 300.0) -> str:
+        """Stream a GET to `target` (never holding the body in memory); returns its sha256."""
+        started = time.monotonic()
+        delays = backoff_delays()
+        while True:
+            request = urllib.request.Request(  # noqa: S310
+                self.url(path),
+                headers={"Authorization": f"Bearer {token or self.token}", "User-Agent": "reprolab-agent"},
+            )
+            try:
+                digest = hashlib.sha256()
+                with urllib.request.urlopen(request, timeout=self.timeout) as response, target.open("wb") as sink:  # noqa: S310
+                    while chunk := response.read(1024 * 1024):
+                        digest.update(chunk)
+                        sink.write(chunk)
+                return digest.hexdigest()
+            except urllib.error.HTTPError as error:
+                if error.code not in RETRY_STATUSES:
+                    raise RuntimeError(f"GET {path}: HTTP {error.code}") from error
+                problem = f"HTTP {error.code}"
+            except (urllib.error.URLError, OSError, TimeoutError) as error:
+                problem = str(getattr(error, "reason", error))
+            delay = next(delays)
+            if retry_for is not None and time.monotonic() - started + delay > retry_for:
+                raise GaveUp(f"GET {path}: {problem}; gave up after {retry_for:.0f} s")
+            log.warning("GET %s: %s; retrying in %.1f s", path, problem, delay)
+            time.sleep(delay)
 
     def call(
         self,

@@ -22,6 +22,7 @@ from typing import Any
 
 from .client import Client, GaveUp, Reply
 from .environment import capture
+from .hashing import HashCache
 from .resources import sample_session, usage
 
 log = logging.getLogger("reprolab_agent")
@@ -50,24 +51,29 @@ class FileCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.hashes = HashCache(root / "hashes.json")
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
     def fetch(self, client: Client, url: str, sha256: str, token: str) -> Path:
+        """The cached file for this digest, downloaded (streamed, hashed on the way) if missing
+        or if the cached copy no longer matches (checked through the (path, size, mtime) cache,
+        so an unchanged file is not read again)."""
         target = self.path(sha256)
-        if target.exists():
+        if target.exists() and self.hashes.sha256(target) == sha256:
             return target
-        reply = client.call("GET", url, token=token)
-        if reply.status != 200:
-            raise RuntimeError(f"fetching input {sha256[:12]}: HTTP {reply.status}")
-        if hashlib.sha256(reply.body).hexdigest() != sha256:
-            raise RuntimeError(f"input {sha256[:12]} arrived corrupted (sha256 mismatch)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            tmp.write(reply.body)
-        os.replace(tmp.name, target)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            partial = Path(tmp.name)
+        try:
+            if client.download(url, partial, token=token) != sha256:
+                raise RuntimeError(f"input {sha256[:12]} arrived corrupted (sha256 mismatch)")
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        self.hashes.remember(target, sha256)
+        self.hashes.save()
         return target
 
 

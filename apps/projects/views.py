@@ -25,6 +25,7 @@ from .forms import DatasetForm, DatasetUploadForm, MemberForm, NotebookUploadFor
 from .models import Dataset, DatasetFile, Membership, Notebook, NotebookVersion, Project
 from .permissions import CAN_MANAGE_MEMBERS, CAN_UPLOAD, get_project_for, has_role, require_role, role_of
 from .rendering import render_version
+from .structured_data import notebook_ld, project_ld
 
 
 def _attach_errors(form: BaseForm, error: ValidationError) -> None:
@@ -74,6 +75,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "dataset_form": DatasetForm(),
         "member_form": MemberForm(),
         "max_notebook_size": human_size(settings.REPROLAB_NOTEBOOK_MAX_BYTES),
+        "structured_data": project_ld(request, project) if project.is_public else None,
     }
     return render(request, "projects/project_detail.html", context)
 
@@ -191,6 +193,7 @@ def notebook_detail(request: HttpRequest, slug: str, path: str) -> HttpResponse:
         "versions": notebook.versions.select_related("created_by").order_by("-number"),
         "can_upload": has_role(project, CAN_UPLOAD),
         "upload_form": NotebookUploadForm(initial={"path": notebook.path}),
+        "structured_data": notebook_ld(request, project, notebook, version) if project.is_public else None,
     }
     return render(request, "projects/notebook_detail.html", context)
 
