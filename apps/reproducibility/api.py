@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.request_user import authenticated_user
 from apps.compute.api import AgentApi, stale_lease_response
+from apps.compute.models import Run
 from apps.compute.selectors import runs_visible_to
 from apps.compute.services import StaleLease
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
@@ -20,6 +21,7 @@ from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 from . import services
 from .crate import build_run_crate
 from .diff import environment_diff
+from .lineage import lineage_graph, to_prov_json
 from .models import EnvironmentSnapshot, Reproduction
 from .serializers import (
     AgentEnvironmentSerializer,
@@ -141,3 +143,23 @@ class RunCrateApi(APIView):
         return FileResponse(
             handle, as_attachment=True, filename=f"run-{run.pk}-crate.zip", content_type="application/zip"
         )
+
+
+def visible_run(user: Any, run_id: int) -> Run:
+    run = runs_visible_to(user).select_related("notebook_version__notebook").filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such run.")
+    return run
+
+
+class RunLineageApi(APIView):
+    """The run's lineage graph (inputs -> run -> outputs, and related runs); `?as=prov` for
+    W3C PROV-JSON."""
+
+    @extend_schema(parameters=[OpenApiParameter("as", str, enum=["graph", "prov"])], responses=dict)
+    def get(self, request: Request, run_id: int) -> Response:
+        run = visible_run(request.user, run_id)
+        graph = lineage_graph(run, runs_visible_to(request.user))
+        if request.query_params.get("as") == "prov":
+            return Response(to_prov_json(graph, base_url=request.build_absolute_uri("/").rstrip("/")))
+        return Response(graph)

@@ -8,5 +8,6 @@ urlpatterns = [
     path("runs/<int:run_id>/environment/diff/", api.RunEnvironmentDiffApi.as_view(), name="api-run-environment-diff"),
     path("runs/<int:run_id>/reproduce/", api.ReproduceApi.as_view(), name="api-run-reproduce"),
     path("reproductions/<int:reproduction_id>/", api.ReproductionApi.as_view(), name="api-reproduction"),
+    path("runs/<int:run_id>/lineage/", api.RunLineageApi.as_view(), name="api-run-lineage"),
     path("runs/<int:run_id>/crate.zip", api.RunCrateApi.as_view(), name="api-run-crate"),
 ]

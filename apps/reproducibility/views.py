@@ -11,8 +11,9 @@ from apps.compute.selectors import runs_visible_to
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
-from .api import reproduction_for, snapshot_for
+from .api import reproduction_for, snapshot_for, visible_run
 from .diff import environment_diff
+from .lineage import lineage_graph, to_svg
 from .serializers import ReproduceSerializer
 
 
@@ -54,3 +55,11 @@ def reproduce(request: HttpRequest, run_id: int) -> HttpResponse:
     except ValidationError as error:
         return HttpResponse(" ".join(error.messages), status=400, content_type="text/plain")
     return redirect("reproducibility:reproduction", reproduction_id=reproduction.pk)
+
+
+def run_lineage_svg(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The lineage picture. Served as an image: it runs no script, and labels are XML-escaped."""
+    run = visible_run(request.user, run_id)
+    response = HttpResponse(to_svg(lineage_graph(run, runs_visible_to(request.user))), content_type="image/svg+xml")
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
