@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -225,6 +226,18 @@ class NotebookVersionViewSet(ProjectScopedMixin, mixins.RetrieveModelMixin, view
         return NotebookVersion.objects.filter(
             notebook__project=self.project, notebook_id=self.kwargs["notebook_id"]
         ).select_related("created_by", "notebook")
+
+    @extend_schema(responses=dict)
+    @action(detail=True, methods=["get"])
+    def datacite(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """DataCite metadata (JSON, resourceTypeGeneral ComputationalNotebook) for this version."""
+        from apps.reproducibility.datacite import notebook_version_datacite
+
+        version = self.get_object()
+        url = request.build_absolute_uri(
+            reverse("projects:notebook", args=[self.project.slug, version.notebook.path]) + f"?v={version.number}"
+        )
+        return Response(notebook_version_datacite(self.project, version.notebook, version, url=url))
 
     @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
     @action(detail=True, methods=["get"])

@@ -38,6 +38,11 @@ urlpatterns = [
         name="api-notebook-version-detail",
     ),
     path(
+        f"{P}/notebooks/<int:notebook_id>/versions/<int:number>/datacite/",
+        NotebookVersionViewSet.as_view({"get": "datacite"}),
+        name="api-notebook-version-datacite",
+    ),
+    path(
         f"{P}/notebooks/<int:notebook_id>/versions/<int:number>/download/",
         NotebookVersionViewSet.as_view({"get": "download"}),
         name="api-notebook-version-download",
