@@ -1,7 +1,7 @@
 """DataCite metadata for notebook versions validates against the DataCite JSON schema."""
 
 import pytest
-from datacite import schema45  # type: ignore[import-untyped]
+from datacite import schema45
 
 from apps.projects import services
 from tests.factories import make_project, make_user, upload_notebook
