@@ -52,3 +52,15 @@ class Reproduction(models.Model):
 
     def __str__(self) -> str:
         return f"reproduction {self.pk} of run {self.original_id}: {self.verdict}"
+
+
+class RunReport(models.Model):
+    """The human report of a run (what ran, where, on what, FAIR self-assessment and
+    recommendations), built by a Celery task when the run ends, never in a request."""
+
+    run = models.OneToOneField("compute.Run", on_delete=models.CASCADE, related_name="report")
+    data = models.JSONField()
+    built_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"report of run {self.run_id}"

@@ -101,8 +101,19 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
         reproduction.report = report
         reproduction.finished_at = timezone.now()
         reproduction.save(update_fields=["verdict", "report", "finished_at"])
+        original_id = original.pk
+        transaction.on_commit(lambda: queue_report(original_id))  # its checklist names the verdict
     return reproduction
 
 
 def pending_reproductions_for(run_id: int) -> list[int]:
     return list(Reproduction.objects.filter(reruns=run_id, verdict=Verdict.PENDING).values_list("pk", flat=True))
+
+
+def queue_report(run_id: int) -> None:
+    from .tasks import build_run_report
+
+    try:
+        build_run_report.delay(run_id)
+    except Exception:
+        logger.warning("Could not queue the report of run %s", run_id, exc_info=True)

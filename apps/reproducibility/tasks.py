@@ -29,3 +29,18 @@ def settle_pending() -> int:
             reproduction_settle(reproduction_id=reproduction.pk)
             settled += 1
     return settled
+
+
+@shared_task(name="reproducibility.build_run_report", time_limit=120, soft_time_limit=100)
+def build_run_report(run_id: int) -> bool:
+    """Build (or rebuild) the human report of an ended run."""
+    from apps.compute.models import Run
+
+    from .models import RunReport
+    from .report import build_report
+
+    run = Run.objects.select_related("notebook_version__notebook", "project", "node").filter(pk=run_id).first()
+    if run is None or not run.is_final:
+        return False
+    RunReport.objects.update_or_create(run=run, defaults={"data": build_report(run)})
+    return True

@@ -14,7 +14,9 @@ from . import services
 from .api import reproduction_for, snapshot_for, visible_run
 from .diff import environment_diff
 from .lineage import lineage_graph, to_svg
+from .models import RunReport
 from .serializers import ReproduceSerializer
+from .services import queue_report
 
 
 def run_environment(request: HttpRequest, run_id: int) -> HttpResponse:
@@ -63,3 +65,17 @@ def run_lineage_svg(request: HttpRequest, run_id: int) -> HttpResponse:
     response = HttpResponse(to_svg(lineage_graph(run, runs_visible_to(request.user))), content_type="image/svg+xml")
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     return response
+
+
+def run_report(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The printable human report. Built by Celery when the run ends; if it is not there yet,
+    ask for it and say so (202) rather than build it in the request."""
+    run = visible_run(request.user, run_id)
+    report = RunReport.objects.filter(run=run).first()
+    if report is None:
+        if run.is_final:
+            queue_report(run.pk)
+        return render(request, "reproducibility/report_pending.html", {"run": run}, status=202)
+    return render(
+        request, "reproducibility/report.html", {"run": run, "report": report.data, "built_at": report.built_at}
+    )
