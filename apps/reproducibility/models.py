@@ -40,6 +40,8 @@ class Reproduction(models.Model):
     atol = models.FloatField(default=0.0)
     repeats = models.PositiveSmallIntegerField(default=1)
     requirements = models.JSONField(default=dict, blank=True)
+    # Rerun on each input dataset's newest version instead of the original's versions.
+    latest_data = models.BooleanField(default=False)
     verdict = models.CharField(max_length=32, choices=Verdict.choices, default=Verdict.PENDING, db_index=True)
     # {"cells": [...], "values": [...], "environment": {...diff...}, "reason": "..."}
     report = models.JSONField(default=dict, blank=True)

@@ -53,6 +53,9 @@ class ReproduceSerializer(serializers.Serializer):
     atol = serializers.FloatField(min_value=0, required=False, default=0.0)
     repeats = serializers.IntegerField(min_value=1, max_value=10, required=False, default=1)
     requirements = serializers.JSONField(required=False, allow_null=True, default=None)
+    latest_data = serializers.BooleanField(
+        required=False, default=False, help_text="Rerun on each input dataset's newest version."
+    )
 
 
 class ReproductionSerializer(serializers.ModelSerializer):
@@ -67,6 +70,7 @@ class ReproductionSerializer(serializers.ModelSerializer):
             "rtol",
             "atol",
             "repeats",
+            "latest_data",
             "verdict",
             "report",
             "created_at",

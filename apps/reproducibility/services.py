@@ -34,9 +34,18 @@ def environment_record(*, run: Run, lease_id: str, data: dict[str, Any]) -> Envi
 
 
 def reproduction_start(
-    *, original: Run, user: User, rtol: float = 1e-9, atol: float = 0.0, repeats: int = 1, requirements: Any = None
+    *,
+    original: Run,
+    user: User,
+    rtol: float = 1e-9,
+    atol: float = 0.0,
+    repeats: int = 1,
+    requirements: Any = None,
+    latest_data: bool = False,
 ) -> Reproduction:
-    """Rerun the same notebook version with the same parameters and data, `repeats` times."""
+    """Rerun the same notebook version with the same parameters and data, `repeats` times.
+    With `latest_data`, the reruns take each input dataset's newest version instead: "does the
+    result still hold on the current data?" (the input diff then names what changed)."""
     if original.state != RunState.SUCCEEDED or not original.output_sha256:
         raise ValidationError(
             {"run": f"Only a succeeded run with an output can be reproduced (this one is {original.state})."}
@@ -47,9 +56,17 @@ def reproduction_start(
         raise ValidationError({"rtol": "Tolerances cannot be negative."})
     with transaction.atomic():
         reproduction = Reproduction.objects.create(
-            original=original, rtol=rtol, atol=atol, repeats=repeats, requirements=requirements or {}, created_by=user
+            original=original,
+            rtol=rtol,
+            atol=atol,
+            repeats=repeats,
+            requirements=requirements or {},
+            latest_data=latest_data,
+            created_by=user,
         )
-        datasets = list(original.input_datasets.all())
+        datasets = list(original.input_datasets.select_related("dataset__latest_version"))
+        if latest_data:
+            datasets = [d.dataset.latest_version or d for d in datasets]
         reruns = [
             compute.run_submit(
                 project=original.project,
@@ -98,6 +115,10 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
         environments = {s.run_id: s.data for s in EnvironmentSnapshot.objects.filter(run__in=[original, *reruns])}
         if original.pk in environments and reruns and reruns[0].pk in environments:
             report["environment"] = environment_diff(environments[original.pk], environments[reruns[0].pk])
+            changed_inputs = report["environment"]["inputs"]
+            if any(changed_inputs[k] for k in ("added", "removed", "changed")):
+                # Name the changed inputs next to the verdict: they are the first suspect.
+                report["changed_inputs"] = changed_inputs
         reproduction.report = report
         reproduction.finished_at = timezone.now()
         reproduction.save(update_fields=["verdict", "report", "finished_at"])

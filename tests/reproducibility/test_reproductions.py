@@ -113,3 +113,46 @@ def test_reproduction_page_shows_evidence_escaped(client, lab):
     assert "Not reproduced" in html
     assert "&lt;b&gt;0.5&lt;/b&gt;" in html
     assert "<b>0.5</b>" not in html
+
+
+def test_rerunning_on_the_latest_data_names_the_changed_input(db):
+    from apps.projects import services as project_services
+    from apps.reproducibility.services import environment_record
+
+    from .test_environment import SNAPSHOT
+
+    owner = make_user()
+    project = make_project(owner, slug="drift-lab")
+    dataset = project_services.dataset_create(project=project, name="obs", creator=owner)
+    v1, _ = project_services.dataset_add_files(
+        dataset=dataset, files=[project_services.IncomingFile("obs.csv", io.BytesIO(b"x\n1\n"))], uploader=owner
+    )
+    version = upload_notebook(project, owner).version
+    node = compute.node_register(owner=owner, name="drift-node").node
+
+    def run_with_snapshot(run: Run, data_sha: str, output: str) -> None:
+        compute.node_seen(node=node)
+        claim = compute.run_claim(node=node)
+        assert claim is not None
+        snapshot = {**SNAPSHOT, "inputs": [{"role": "data", "path": "obs.csv", "sha256": data_sha, "size": 4}]}
+        environment_record(run=run, lease_id=claim.lease_id, data=snapshot)
+        body = executed(output)  # new cell ids each call: hash the very bytes sent
+        compute.run_output_upload(
+            run=run, lease_id=claim.lease_id, stream=io.BytesIO(body), sha256=hashlib.sha256(body).hexdigest()
+        )
+        compute.run_complete(run=run, lease_id=claim.lease_id, state="succeeded")
+
+    original = compute.run_submit(project=project, user=owner, notebook_version=version, dataset_versions=[v1])
+    run_with_snapshot(original, v1.files.get().sha256, "mean 1.0\n")
+    v2, _ = project_services.dataset_add_files(
+        dataset=dataset, files=[project_services.IncomingFile("obs.csv", io.BytesIO(b"x\n2\n"))], uploader=owner
+    )
+    original.refresh_from_db()
+    reproduction = services.reproduction_start(original=original, user=owner, latest_data=True)
+    rerun = reproduction.reruns.get()
+    assert list(rerun.input_datasets.all()) == [v2]
+    run_with_snapshot(rerun, v2.files.get().sha256, "mean 2.0\n")
+
+    settled = services.reproduction_settle(reproduction_id=reproduction.pk)
+    assert settled.verdict == "not_reproduced"
+    assert settled.report["changed_inputs"]["changed"] == {"obs.csv": [v1.files.get().sha256, v2.files.get().sha256]}
