@@ -16,13 +16,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .client import Client, GaveUp, Reply
 from .environment import capture
-from .hashing import HashCache
+from .hashing import HashCache, sha256_file
 from .resources import sample_session, usage
 
 log = logging.getLogger("reprolab_agent")
@@ -31,18 +32,12 @@ EXIT_STATES = {0: "succeeded", 3: "failed", 4: "failed", 130: "cancelled"}
 EVENT_BATCH = 100
 EVENT_FLUSH_SECONDS = 0.2
 RESOURCE_SECONDS = 2.0
+MAX_ARTIFACTS = 200
+MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
 
 
 class LeaseLost(Exception):
     """The site answered 409: another attempt owns the run now. Stop and report nothing."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FileCache:
@@ -250,6 +245,7 @@ class RunExecutor:
             self.upload(ctx, output)
         elif state == "succeeded":
             state, message = "failed", "papermill wrote no output notebook"
+        self.upload_artifacts(ctx)
         return self.complete(ctx, state, message)
 
     def record_environment(self, ctx: RunContext, notebook: Path) -> None:
@@ -350,6 +346,52 @@ class RunExecutor:
                 "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
             },
         )
+
+    def artifacts(self, ctx: RunContext) -> list[Path]:
+        """Files the notebook wrote in its working directory: not the agent's own files, not the
+        inputs (unless the notebook changed them), not hidden folders; capped in count and size."""
+        inputs = {f["path"]: f["sha256"] for f in ctx.claim["run"]["files"]}
+        found: list[Path] = []
+        total = 0
+        for path in sorted(p for p in ctx.workdir.rglob("*") if p.is_file()):
+            relative = path.relative_to(ctx.workdir).as_posix()
+            if relative in ("_input.ipynb", "_output.ipynb") or any(
+                part.startswith(".") for part in relative.split("/")
+            ):
+                continue
+            if relative in inputs and sha256_file(path) == inputs[relative]:
+                continue
+            total += path.stat().st_size
+            if len(found) >= MAX_ARTIFACTS or total > MAX_ARTIFACT_BYTES:
+                log.warning("run %s: artifact limit reached; %s and later files are not kept", ctx.run_id, relative)
+                break
+            found.append(path)
+        return found
+
+    def upload_artifacts(self, ctx: RunContext) -> None:
+        if "artifacts" not in ctx.claim["urls"]:
+            return
+        for path in self.artifacts(ctx):
+            relative = path.relative_to(ctx.workdir).as_posix()
+            body = path.read_bytes()
+            reply = self.client.call(
+                "PUT",
+                ctx.claim["urls"]["artifacts"] + urllib.parse.quote(relative),
+                data=body,
+                token=ctx.claim["run_token"],
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Lease-Id": ctx.lease_id,
+                    "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
+                },
+            )
+            if reply.status in (401, 409):
+                ctx.lease_lost.set()
+                raise LeaseLost(f"run {ctx.run_id}: lease lost while uploading artifacts")
+            if reply.status >= 400:  # a refused artifact (bad name, too big) does not fail the run
+                log.warning(
+                    "run %s: artifact %s refused: HTTP %s %r", ctx.run_id, relative, reply.status, reply.body[:200]
+                )
 
     def complete(self, ctx: RunContext, state: str, error: str = "") -> str:
         ctx.call("POST", "complete", json_body={"lease_id": ctx.lease_id, "state": state, "error": error})

@@ -2,12 +2,14 @@
 (/api/v1/agent/…). The long-poll claim is an async view in agent_views.py."""
 
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -24,7 +26,7 @@ from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
 from .authentication import NodeTokenAuthentication, RunTokenAuthentication
-from .models import Node, Run
+from .models import Node, Run, RunArtifact
 from .selectors import nodes_of, runs_for_listing
 from .serializers import (
     AgentEventsSerializer,
@@ -37,6 +39,13 @@ from .serializers import (
     RunEventSerializer,
     RunSerializer,
 )
+
+
+def final_artifacts(run: Run) -> QuerySet[RunArtifact]:
+    """Artifacts of the attempt the run ended with; none while it is still going."""
+    if not run.is_final:
+        return RunArtifact.objects.none()
+    return run.artifacts.filter(attempt=run.attempt).order_by("path")
 
 
 def _validated(serializer_class: type, data: Any) -> dict[str, Any]:
@@ -186,6 +195,34 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         services.run_cancel(run=run)
         return Response(RunSerializer(self.get_queryset().get(pk=run.pk)).data)
 
+    @extend_schema(responses=dict)
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def artifacts(self, request: Request, pk: str | None = None) -> Response:
+        """Files the notebook wrote, with sha256 and size (the completed attempt's only)."""
+        run = self.get_object()
+        base = reverse("api-run-artifact", kwargs={"pk": run.pk})
+        return Response(
+            [
+                {"path": a.path, "sha256": a.sha256, "size": a.size, "download_url": f"{base}?path={quote(a.path)}"}
+                for a in final_artifacts(run)
+            ]
+        )
+
+    @extend_schema(
+        parameters=[OpenApiParameter("path", str, OpenApiParameter.QUERY, required=True)],
+        responses={(200, "application/octet-stream"): bytes},
+    )
+    @action(detail=True, methods=["get"], url_path="artifact")
+    def artifact(self, request: Request, pk: str | None = None) -> FileResponse:
+        run = self.get_object()
+        path = request.query_params.get("path", "")
+        artifact = next((a for a in final_artifacts(run) if a.path == path), None)
+        if artifact is None:
+            raise Http404("No such artifact.")
+        return blob_response(
+            storage_name=artifact.storage_name, filename=path.rsplit("/", 1)[-1], sha256=artifact.sha256
+        )
+
     @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
     @action(detail=True, methods=["get"])
     def output(self, request: Request, pk: str | None = None) -> FileResponse:
@@ -257,13 +294,17 @@ class RawBodyParser(BaseParser):
         return stream
 
 
-class AgentOutputApi(AgentApi):
-    """PUT the executed notebook as the raw body, with X-Lease-Id and X-Content-SHA256 headers."""
+class RawUploadApi(AgentApi):
+    """Base of the raw-body uploads (PUT with X-Lease-Id and X-Content-SHA256 headers): the body
+    is spooled to disk in chunks, never held in memory, and capped at `limit_setting`."""
 
     parser_classes = [RawBodyParser]
+    limit_setting = "REPROLAB_OUTPUT_MAX_BYTES"
 
-    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict, 400: dict, 409: dict})
-    def put(self, request: Request, run_id: int) -> Response:
+    def store(self, run: Run, lease_id: str, spool: Any, sha256: str, **kwargs: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def upload(self, request: Request, run_id: int, **kwargs: Any) -> Response:
         run = self.run_for(request, run_id)
         lease_id = request.headers.get("X-Lease-Id", "")
         sha256 = request.headers.get("X-Content-SHA256", "")
@@ -271,21 +312,48 @@ class AgentOutputApi(AgentApi):
             raise exceptions.ValidationError(
                 {"detail": "Send X-Lease-Id and X-Content-SHA256 (64 hex digits) headers."}
             )
-        limit = settings.REPROLAB_OUTPUT_MAX_BYTES
+        limit = getattr(settings, self.limit_setting)
         reject_oversized_body(request, limit)
-        with TemporaryUploadedFile("output.ipynb", "application/octet-stream", 0, None) as spool:
+        with TemporaryUploadedFile("upload", "application/octet-stream", 0, None) as spool:
             size = 0
             while chunk := request.stream.read(1024 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLarge(f"The output notebook is larger than {limit} bytes.")
+                    raise PayloadTooLarge(f"The upload is larger than {limit} bytes.")
                 spool.write(chunk)
             spool.seek(0)
             try:
-                stored = services.run_output_upload(run=run, lease_id=lease_id, stream=spool, sha256=sha256)
+                return Response(self.store(run, lease_id, spool, sha256, **kwargs))
             except services.StaleLease as exc:
                 return stale_lease_response(exc)
-        return Response({"sha256": stored["sha256"], "size": stored["size"]})
+
+
+class AgentOutputApi(RawUploadApi):
+    """PUT the executed notebook as the raw body."""
+
+    def store(self, run: Run, lease_id: str, spool: Any, sha256: str, **kwargs: Any) -> dict[str, Any]:
+        stored = services.run_output_upload(run=run, lease_id=lease_id, stream=spool, sha256=sha256)
+        return {"sha256": stored["sha256"], "size": stored["size"]}
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict, 400: dict, 409: dict})
+    def put(self, request: Request, run_id: int) -> Response:
+        return self.upload(request, run_id)
+
+
+class AgentArtifactApi(RawUploadApi):
+    """PUT one artifact (a file the notebook wrote) at its path in the working directory."""
+
+    limit_setting = "REPROLAB_ARTIFACT_MAX_BYTES"
+
+    def store(self, run: Run, lease_id: str, spool: Any, sha256: str, **kwargs: Any) -> dict[str, Any]:
+        artifact = services.run_artifact_upload(
+            run=run, lease_id=lease_id, path=kwargs["path"], stream=spool, sha256=sha256
+        )
+        return {"path": artifact.path, "sha256": artifact.sha256, "size": artifact.size}
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict, 400: dict, 409: dict})
+    def put(self, request: Request, run_id: int, path: str) -> Response:
+        return self.upload(request, run_id, path=path)
 
 
 class AgentCompleteApi(AgentApi):

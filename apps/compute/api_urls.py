@@ -19,5 +19,6 @@ urlpatterns = [
     path(f"{R}/heartbeat/", api.AgentHeartbeatApi.as_view(), name="agent-run-heartbeat"),
     path(f"{R}/events/", api.AgentEventsApi.as_view(), name="agent-run-events"),
     path(f"{R}/output/", api.AgentOutputApi.as_view(), name="agent-run-output"),
+    path(f"{R}/artifacts/<path:path>", api.AgentArtifactApi.as_view(), name="agent-run-artifact"),
     path(f"{R}/complete/", api.AgentCompleteApi.as_view(), name="agent-run-complete"),
 ]

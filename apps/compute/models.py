@@ -132,3 +132,26 @@ class RunEvent(models.Model):
 
 def new_lease_id() -> uuid.UUID:
     return uuid.uuid4()
+
+
+class RunArtifact(models.Model):
+    """A file the notebook wrote into its working directory, uploaded by the agent with its
+    sha256 (verified) and stored content-addressed. Only the artifacts of the attempt that
+    completed count: a requeue deletes what an earlier attempt sent."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    attempt = models.PositiveSmallIntegerField()
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    storage_name = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "path"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "attempt", "path"], name="unique_run_artifact_path"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.path}"

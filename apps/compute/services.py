@@ -23,9 +23,10 @@ from apps.core.broadcast import broadcast_on_commit
 from apps.core.hashing import store_blob
 from apps.core.secrets import hash_secret, new_secret
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
+from apps.projects.validation import clean_relative_path
 
 from . import scheduling, signals
-from .models import ACTIVE_STATES, Node, Run, RunEvent, RunState, new_lease_id
+from .models import ACTIVE_STATES, Node, Run, RunArtifact, RunEvent, RunState, new_lease_id
 from .parameters import validate_parameters
 from .queue_signal import announce_work
 
@@ -435,6 +436,29 @@ def run_output_upload(*, run: Run, lease_id: str, stream: IO[bytes], sha256: str
     return run.pending_output
 
 
+def run_artifact_upload(*, run: Run, lease_id: str, path: str, stream: IO[bytes], sha256: str) -> RunArtifact:
+    """Store one artifact of the current attempt once its sha256 checks out (resending the same
+    path replaces it)."""
+    path = clean_relative_path(path)
+    blob = store_blob(stream)
+    if blob.sha256 != sha256.lower():
+        raise ValidationError({"sha256": f"The upload's sha256 is {blob.sha256}, not {sha256}: resend it."})
+    with transaction.atomic():
+        run = locked_with_lease(run.pk, lease_id)
+        if (
+            RunArtifact.objects.filter(run=run, attempt=run.attempt).exclude(path=path).count()
+            >= settings.REPROLAB_ARTIFACTS_PER_RUN
+        ):
+            raise ValidationError({"path": f"A run may keep at most {settings.REPROLAB_ARTIFACTS_PER_RUN} artifacts."})
+        artifact, _ = RunArtifact.objects.update_or_create(
+            run=run,
+            attempt=run.attempt,
+            path=path,
+            defaults={"sha256": blob.sha256, "size": blob.size, "storage_name": blob.storage_name},
+        )
+    return artifact
+
+
 COMPLETION_STATES = {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
 
 
@@ -493,6 +517,8 @@ def expire_leases() -> int:
                 _finish(run, RunState.LOST, f"The node stopped answering on all {run.attempt} attempts.")
             else:
                 lost_node = run.node.name if run.node else "?"
+                # Nothing the lost attempt sent is kept as a result.
+                RunArtifact.objects.filter(run=run, attempt=run.attempt).delete()
                 run.state = RunState.QUEUED
                 run.attempt += 1
                 run.node = None

@@ -239,3 +239,52 @@ def compare_runs(original_nb: dict[str, Any], rerun_nbs: list[dict[str, Any]], t
     order = {DIFFERENT: 0, WITHIN: 1, SAME: 2}
     cells.sort(key=lambda c: (order[c["status"]], c["cell"]))
     return {"verdict": verdict, "cells": cells, "values": values}
+
+
+NPY_CHUNK = 1 << 20  # elements compared at a time: memory stays flat for arrays of any size
+
+
+def compare_npy(original_path: str, rerun_path: str, tol: Tolerance) -> str:
+    """Two .npy arrays, memory-mapped and compared chunk by chunk within rtol/atol."""
+    import numpy as np
+
+    a = np.load(original_path, mmap_mode="r", allow_pickle=False)
+    b = np.load(rerun_path, mmap_mode="r", allow_pickle=False)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return DIFFERENT
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    exact = True
+    for start in range(0, flat_a.size, NPY_CHUNK):
+        chunk_a, chunk_b = np.asarray(flat_a[start : start + NPY_CHUNK]), np.asarray(flat_b[start : start + NPY_CHUNK])
+        if np.array_equal(chunk_a, chunk_b, equal_nan=chunk_a.dtype.kind in "fc"):
+            continue
+        exact = False
+        if chunk_a.dtype.kind not in "iufc" or not np.allclose(
+            chunk_a, chunk_b, rtol=tol.rtol, atol=tol.atol, equal_nan=True
+        ):
+            return DIFFERENT
+    return SAME if exact else WITHIN
+
+
+def compare_artifacts(
+    original: dict[str, tuple[str, str]], reruns: list[dict[str, tuple[str, str]]], tol: Tolerance
+) -> list[dict[str, Any]]:
+    """Artifacts by path ({path: (sha256, local file path)}): equal bytes are the same; `.npy`
+    arrays compare numerically within tolerance; anything else that differs is different."""
+    rows = []
+    for path in sorted(set(original) | {p for r in reruns for p in r}):
+        statuses = []
+        for rerun in reruns:
+            if path not in original or path not in rerun:
+                statuses.append(DIFFERENT)
+            elif original[path][0] == rerun[path][0]:
+                statuses.append(SAME)
+            elif path.endswith(".npy"):
+                try:
+                    statuses.append(compare_npy(original[path][1], rerun[path][1], tol))
+                except (ValueError, OSError):  # not a loadable array (or pickled objects)
+                    statuses.append(DIFFERENT)
+            else:
+                statuses.append(DIFFERENT)
+        rows.append({"path": path, "status": _worst(statuses)})
+    return rows

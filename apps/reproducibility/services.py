@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.compute import services as compute
-from apps.compute.models import Run, RunState
+from apps.compute.models import Run, RunArtifact, RunState
 
-from .compare import Tolerance, compare_runs
+from .compare import DIFFERENT, WITHIN, Tolerance, compare_artifacts, compare_runs
 from .diff import environment_diff, fingerprint
 from .models import EnvironmentSnapshot, Reproduction, Verdict
 
@@ -90,6 +90,15 @@ def _output_notebook(run: Run) -> dict[str, Any]:
         return loaded
 
 
+def _artifacts(run: Run) -> dict[str, tuple[str, str]]:
+    """{path: (sha256, local path)} of the artifacts the run ended with. Filesystem storage is
+    read in place (memory-mapped for arrays); object storage would need a local copy first."""
+    return {
+        a.path: (a.sha256, default_storage.path(a.storage_name))
+        for a in RunArtifact.objects.filter(run=run, attempt=run.attempt)
+    }
+
+
 def reproduction_settle(*, reproduction_id: int) -> Reproduction:
     """Compare once every rerun has ended. Idempotent: a settled reproduction stays as it is."""
     with transaction.atomic():
@@ -106,11 +115,15 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
             report = {"reason": f"Rerun {failed[0].pk} ended {failed[0].state}: {failed[0].error or 'no output'}"}
             reproduction.verdict = Verdict.COULD_NOT_RUN
         else:
-            report = compare_runs(
-                _output_notebook(original),
-                [_output_notebook(r) for r in reruns],
-                Tolerance(rtol=reproduction.rtol, atol=reproduction.atol),
-            )
+            tolerance = Tolerance(rtol=reproduction.rtol, atol=reproduction.atol)
+            report = compare_runs(_output_notebook(original), [_output_notebook(r) for r in reruns], tolerance)
+            artifacts = compare_artifacts(_artifacts(original), [_artifacts(r) for r in reruns], tolerance)
+            if artifacts:
+                report["artifacts"] = artifacts
+                if any(a["status"] == DIFFERENT for a in artifacts):
+                    report["verdict"] = Verdict.NOT_REPRODUCED
+                elif any(a["status"] == WITHIN for a in artifacts) and report["verdict"] == Verdict.REPRODUCED:
+                    report["verdict"] = Verdict.WITHIN_TOLERANCE
             reproduction.verdict = report.pop("verdict")
         environments = {s.run_id: s.data for s in EnvironmentSnapshot.objects.filter(run__in=[original, *reruns])}
         if original.pk in environments and reruns and reruns[0].pk in environments:

@@ -199,6 +199,9 @@ REPROLAB_SCHEDULER = env.str("REPROLAB_SCHEDULER", default="load_balanced")
 REPROLAB_CLAIM_MAX_WAIT_SECONDS = env.int("REPROLAB_CLAIM_MAX_WAIT_SECONDS", default=30)
 REPROLAB_SWEEP_SECONDS = env.float("REPROLAB_SWEEP_SECONDS", default=15.0)
 REPROLAB_OUTPUT_MAX_BYTES = env.int("REPROLAB_OUTPUT_MAX_BYTES", default=200 * 1024 * 1024)
+# Files a notebook writes into its working directory, kept as the run's artifacts.
+REPROLAB_ARTIFACT_MAX_BYTES = env.int("REPROLAB_ARTIFACT_MAX_BYTES", default=1024 * 1024 * 1024)
+REPROLAB_ARTIFACTS_PER_RUN = env.int("REPROLAB_ARTIFACTS_PER_RUN", default=200)
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
     "settle-reproductions": {"task": "reproducibility.settle_pending", "schedule": REPROLAB_SWEEP_SECONDS},

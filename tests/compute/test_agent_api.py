@@ -145,6 +145,7 @@ class TestClaim:
             "output": f"{base}/output/",
             "complete": f"{base}/complete/",
             "environment": f"{base}/environment/",
+            "artifacts": f"{base}/artifacts/",
         }
         # The run token fetches the notebook to execute.
         notebook_response = run_client(body["run_token"]).get(body["urls"]["notebook"])

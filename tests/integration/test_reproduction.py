@@ -68,3 +68,25 @@ def test_only_succeeded_runs_can_be_reproduced(stack):
     assert "succeeded" in body["detail"]
     status, body = stack.api("POST", f"/api/v1/runs/{run_id}/reproduce/", {"repeats": 99})
     assert status == 400
+
+
+def test_array_artifacts_are_kept_and_compared_within_tolerance(stack):
+    source = (
+        "import os, random\nimport numpy as np\nos.makedirs('out', exist_ok=True)\n"
+        "np.save('out/field.npy', np.linspace(0, 1, 1000) + random.random() * 1e-13)\n"
+        "open('out/summary.txt', 'w').write('1000 points')"
+    )
+    notebook = upload_notebook(stack.project, stack.user, "arrays.ipynb", source=source).notebook
+    run_id = stack.submit(notebook)
+    assert wait_for_state(run_id, FINAL).state == "succeeded"
+    status, artifacts = stack.api("GET", f"/api/v1/runs/{run_id}/artifacts/")
+    assert status == 200
+    assert isinstance(artifacts, list)
+    assert [a["path"] for a in artifacts] == ["out/field.npy", "out/summary.txt"]
+
+    reproduction = _reproduce(stack, run_id, rtol=1e-9, atol=1e-12)
+    assert reproduction["report"]["artifacts"] == [
+        {"path": "out/field.npy", "status": "within_tolerance"},
+        {"path": "out/summary.txt", "status": "same"},
+    ]
+    assert reproduction["verdict"] == "reproduced_within_tolerance"
