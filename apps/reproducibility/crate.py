@@ -14,12 +14,13 @@ import json
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from django.core.files.storage import default_storage
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
-from apps.compute.models import Run, RunState
+from apps.compute.models import Run, RunArtifact, RunState
 
 from .models import EnvironmentSnapshot
 
@@ -141,6 +142,23 @@ def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
                     },
                 )
             )
+        for artifact in RunArtifact.objects.filter(run=run, attempt=run.attempt).order_by("path"):
+            properties = {
+                "name": f"Artifact {artifact.path}",
+                "sha256": artifact.sha256,
+                "contentSize": str(artifact.size),
+            }
+            if artifact.size <= INLINE_DATA_MAX_BYTES:
+                results.append(
+                    crate.add_file(
+                        _copy_blob(artifact.storage_name, work / "artifacts" / artifact.sha256),
+                        dest_path=f"artifacts/{artifact.path}",
+                        properties=properties,
+                    )
+                )
+            else:
+                url = f"{base_url}/api/v1/runs/{run.pk}/artifact/?path={quote(artifact.path)}"
+                results.append(crate.add_file(url, properties=properties))
         if snapshot is not None:
             environment_path = work / "environment.json"
             environment_path.write_text(json.dumps(snapshot.data, indent=2, sort_keys=True))

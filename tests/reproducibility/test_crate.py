@@ -1,6 +1,7 @@
 """The run's RO-Crate validates (roc-validator, Process Run Crate 0.5, REQUIRED level) and says
 what ran, on what, with what."""
 
+import hashlib
 import io
 import json
 import zipfile
@@ -76,6 +77,14 @@ def finished_run(db):
     claim = compute.run_claim(node=node)
     assert claim is not None
     environment_record(run=run, lease_id=claim.lease_id, data=SNAPSHOT)
+    body = b"step,loss\n1,0.5\n"
+    compute.run_artifact_upload(
+        run=run,
+        lease_id=claim.lease_id,
+        path="out/loss.csv",
+        stream=io.BytesIO(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
     compute.run_complete(run=run, lease_id=claim.lease_id, state="failed", error="placeholder")
     return owner, run
 
@@ -119,6 +128,9 @@ def test_run_crate_validates_and_describes_the_run(client_for, finished_run, tmp
     assert notebook_entry["sha256"] == run.notebook_version.sha256
     assert "data/obs/obs.csv" in names
     assert "environment.json" in names
+    assert "artifacts/out/loss.csv" in names
+    assert graph["artifacts/out/loss.csv"]["sha256"] == hashlib.sha256(b"step,loss\n1,0.5\n").hexdigest()
+    assert {"@id": "artifacts/out/loss.csv"} in action["result"]
     assert graph["#env-PYTHONHASHSEED"]["value"] == "0"
     assert root["license"] in ("https://spdx.org/licenses/MIT", {"@id": "https://spdx.org/licenses/MIT"})
 
