@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.request_user import authenticated_user
+from apps.core.api import validated
 from apps.core.exceptions import PayloadTooLarge
 from apps.core.uploads import blob_response, reject_oversized_body
 from apps.projects.models import DatasetFile, DatasetVersion, Notebook, Project
@@ -48,12 +49,6 @@ def final_artifacts(run: Run) -> QuerySet[RunArtifact]:
     return run.artifacts.filter(attempt=run.attempt).order_by("path")
 
 
-def _validated(serializer_class: type, data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 def _owned_projects(user: Any, slugs: list[str]) -> list[Project]:
     projects = []
     for slug in slugs:
@@ -80,7 +75,7 @@ class NodeViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=NodeWriteSerializer, responses={201: RegisteredNodeSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = _validated(NodeWriteSerializer, request.data)
+        data = validated(NodeWriteSerializer, request.data)
         user = authenticated_user(request)
         data["projects"] = _owned_projects(user, data["projects"])
         if Node.objects.filter(owner=user, name=data["name"]).exists():
@@ -129,7 +124,7 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = _validated(RunCreateSerializer, request.data)
+        data = validated(RunCreateSerializer, request.data)
         project = get_project_for(request.user, data["project"])
         require_role(project, CAN_UPLOAD, "run notebooks")
         notebook = get_object_or_404(
@@ -263,7 +258,7 @@ class AgentHeartbeatApi(AgentApi):
     @extend_schema(request=HeartbeatSerializer, responses={200: dict, 409: dict})
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
-        data = _validated(HeartbeatSerializer, request.data)
+        data = validated(HeartbeatSerializer, request.data)
         try:
             reply = services.run_heartbeat(run=run, lease_id=str(data["lease_id"]), running=data["running"])
         except services.StaleLease as exc:
@@ -275,7 +270,7 @@ class AgentEventsApi(AgentApi):
     @extend_schema(request=AgentEventsSerializer, responses={200: dict, 409: dict})
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
-        data = _validated(AgentEventsSerializer, request.data)
+        data = validated(AgentEventsSerializer, request.data)
         events = [
             {"agent_seq": e["seq"], "kind": e["kind"], "cell_index": e.get("cell_index"), "payload": e["payload"]}
             for e in data["events"]
@@ -360,7 +355,7 @@ class AgentCompleteApi(AgentApi):
     @extend_schema(request=CompleteSerializer, responses={200: RunSerializer, 409: dict})
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
-        data = _validated(CompleteSerializer, request.data)
+        data = validated(CompleteSerializer, request.data)
         try:
             run = services.run_complete(
                 run=run, lease_id=str(data["lease_id"]), state=data["state"], error=data["error"]

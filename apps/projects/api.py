@@ -24,6 +24,7 @@ from rest_framework.serializers import BaseSerializer
 
 from apps.accounts.models import User
 from apps.accounts.request_user import authenticated_user
+from apps.core.api import validated
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
 from . import services
@@ -133,7 +134,7 @@ class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     @extend_schema(request=MembershipCreateSerializer, responses={201: MembershipSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         require_role(self.project, CAN_MANAGE_MEMBERS, "manage members")
-        data = _validated(MembershipCreateSerializer, request)
+        data = validated(MembershipCreateSerializer, request.data)
         user = User.objects.filter(username=data["username"]).first()
         if user is None:
             raise ValidationError({"username": f"No user named '{data['username']}'."})
@@ -148,7 +149,7 @@ class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         require_role(self.project, CAN_MANAGE_MEMBERS, "manage members")
         membership = self.get_object()
-        data = _validated(MembershipUpdateSerializer, request)
+        data = validated(MembershipUpdateSerializer, request.data)
         membership = services.membership_set(
             project=self.project, user=membership.user, role=data["role"], actor_role=role_of(self.project)
         )
@@ -161,12 +162,6 @@ class MembershipViewSet(ProjectScopedMixin, viewsets.ModelViewSet):
             require_role(self.project, CAN_MANAGE_MEMBERS, "manage members")
         services.membership_remove(membership=membership, actor_role=role_of(self.project))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _validated(serializer_class: type[BaseSerializer], request: Request) -> dict[str, Any]:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -192,7 +187,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
         require_role(self.project, CAN_UPLOAD, "upload notebooks")
         limit = settings.REPROLAB_NOTEBOOK_MAX_BYTES
         reject_oversized_body(request, limit)
-        data = _validated(NotebookUploadSerializer, request)
+        data = validated(NotebookUploadSerializer, request.data)
         upload = data["file"]
         reject_oversized_file(upload.name, upload.size, limit)
         result = services.notebook_upload(
@@ -317,7 +312,7 @@ class DatasetVersionViewSet(
         require_role(self.project, CAN_UPLOAD, "upload dataset files")
         limit = settings.REPROLAB_DATASET_UPLOAD_MAX_BYTES
         reject_oversized_body(request, limit)
-        data = _validated(DatasetUploadSerializer, request)
+        data = validated(DatasetUploadSerializer, request.data)
         uploads = data["files"]
         reject_oversized_file("the upload", sum(f.size for f in uploads), limit)
         paths = data.get("paths") or [f.name for f in uploads]

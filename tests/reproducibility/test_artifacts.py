@@ -6,14 +6,13 @@ import io
 from datetime import timedelta
 
 import numpy as np
-import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.compute import services as compute
 from apps.compute.models import Run, RunArtifact
 from apps.reproducibility.compare import NPY_CHUNK, Tolerance, compare_artifacts, compare_npy
-from tests.factories import make_project, make_user, upload_notebook
+from tests.factories import make_user
 
 
 def npy(path, array):
@@ -51,19 +50,6 @@ def test_artifacts_compare_by_bytes_then_numbers(tmp_path):
     assert {"path": "table.npy", "status": "different"} in missing
 
 
-@pytest.fixture
-def claimed(db):
-    owner = make_user()
-    project = make_project(owner, slug="artifact-lab")
-    version = upload_notebook(project, owner).version
-    run = compute.run_submit(project=project, user=owner, notebook_version=version)
-    node = compute.node_register(owner=owner, name="artifact-node").node
-    compute.node_seen(node=node)
-    claim = compute.run_claim(node=node)
-    assert claim is not None
-    return owner, run, claim
-
-
 def put_artifact(run: Run, claim, path: str, body: bytes, *, sha256: str | None = None, lease: str | None = None):
     return APIClient().put(
         f"/api/v1/agent/runs/{run.pk}/artifacts/{path}",
@@ -75,8 +61,8 @@ def put_artifact(run: Run, claim, path: str, body: bytes, *, sha256: str | None 
     )
 
 
-def test_artifacts_are_uploaded_verified_and_listed_after_the_run(client_for, claimed):
-    owner, run, claim = claimed
+def test_artifacts_are_uploaded_verified_and_listed_after_the_run(client_for, leased_run):
+    owner, run, claim = leased_run
     assert put_artifact(run, claim, "out/result.csv", b"a,b\n1,2\n").status_code == 200
     assert put_artifact(run, claim, "bad.bin", b"x", sha256="0" * 64).status_code == 400
     assert put_artifact(run, claim, "../escape.txt", b"x").status_code in (400, 404)
@@ -94,8 +80,8 @@ def test_artifacts_are_uploaded_verified_and_listed_after_the_run(client_for, cl
     assert client_for(make_user()).get(f"/api/v1/runs/{run.pk}/artifacts/").status_code == 404
 
 
-def test_a_stale_lease_cannot_upload_and_a_lost_attempt_leaves_no_artifacts(claimed):
-    _, run, claim = claimed
+def test_a_stale_lease_cannot_upload_and_a_lost_attempt_leaves_no_artifacts(leased_run):
+    _, run, claim = leased_run
     assert put_artifact(run, claim, "partial.txt", b"half").status_code == 200
     assert put_artifact(run, claim, "x.txt", b"x", lease="00000000-0000-0000-0000-000000000000").status_code == 409
     Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))

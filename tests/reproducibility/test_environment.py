@@ -4,14 +4,13 @@ compared with the most consequential differences first."""
 import copy
 from typing import Any
 
-import pytest
 from rest_framework.test import APIClient
 
 from apps.compute import services as compute
 from apps.compute.models import Run
 from apps.reproducibility.diff import environment_diff, fingerprint
 from apps.reproducibility.models import EnvironmentSnapshot
-from tests.factories import make_project, make_user, upload_notebook
+from tests.factories import make_user
 
 SHA = "a" * 64
 SNAPSHOT: dict[str, Any] = {
@@ -74,19 +73,6 @@ def test_fingerprint_ignores_inputs_and_executable_path():
     other["inputs"] = []
     other["python"]["executable"] = "/opt/venv/bin/python"
     assert fingerprint(other) == fingerprint(SNAPSHOT)
-
-
-@pytest.fixture
-def leased_run(db):
-    owner = make_user()
-    project = make_project(owner, slug="env-lab")
-    version = upload_notebook(project, owner).version
-    run = compute.run_submit(project=project, user=owner, notebook_version=version)
-    node = compute.node_register(owner=owner, name="n1").node
-    compute.node_seen(node=node)
-    claim = compute.run_claim(node=node)
-    assert claim is not None
-    return owner, run, claim
 
 
 def _post(client, run: Run, token: str, body: dict):
