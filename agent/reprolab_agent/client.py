@@ -13,14 +13,15 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("reprolab_agent")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,6 +36,10 @@ class Reply:
 
 class GaveUp(Exception):
     """The site stayed unreachable for longer than the caller allowed."""
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying (network error, 5xx, 429)."""
 
 
 def backoff_delays(base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> Iterator[float]:
@@ -55,33 +60,45 @@ class Client:
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.server}{path}"
 
-    def download(self, path: str, target: Path, *, token: str | None = None, retry_for: float | None = 300.0) -> str:
-        """Stream a GET to `target` (never holding the body in memory); returns its sha256."""
+    def _headers(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}", "User-Agent": "reprolab-agent"}
+
+    def _retrying(self, label: str, attempt: Callable[[], T], retry_for: float | None) -> T:
+        """Run `attempt` until it returns, retrying on `_Retry` with backoff and full jitter for
+        up to `retry_for` seconds (None: forever)."""
         started = time.monotonic()
         delays = backoff_delays()
         while True:
-            request = urllib.request.Request(  # noqa: S310
-                self.url(path),
-                headers={"Authorization": f"Bearer {token or self.token}", "User-Agent": "reprolab-agent"},
-            )
             try:
-                digest = hashlib.sha256()
+                return attempt()
+            except _Retry as retry:
+                problem = str(retry)
+            delay = next(delays)
+            if retry_for is not None and time.monotonic() - started + delay > retry_for:
+                raise GaveUp(f"{label}: {problem}; gave up after {retry_for:.0f} s")
+            log.warning("%s: %s; retrying in %.1f s", label, problem, delay)
+            time.sleep(delay)
+
+    def download(self, path: str, target: Path, *, token: str | None = None, retry_for: float | None = 300.0) -> str:
+        """Stream a GET to `target` (never holding the body in memory); returns its sha256."""
+
+        def attempt() -> str:
+            request = urllib.request.Request(self.url(path), headers=self._headers(token))  # noqa: S310
+            digest = hashlib.sha256()
+            try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response, target.open("wb") as sink:  # noqa: S310
                     while chunk := response.read(1024 * 1024):
                         digest.update(chunk)
                         sink.write(chunk)
-                return digest.hexdigest()
             except urllib.error.HTTPError as error:
-                if error.code not in RETRY_STATUSES:
-                    raise RuntimeError(f"GET {path}: HTTP {error.code}") from error
-                problem = f"HTTP {error.code}"
+                if error.code in RETRY_STATUSES:
+                    raise _Retry(f"HTTP {error.code}") from error
+                raise RuntimeError(f"GET {path}: HTTP {error.code}") from error
             except (urllib.error.URLError, OSError, TimeoutError) as error:
-                problem = str(getattr(error, "reason", error))
-            delay = next(delays)
-            if retry_for is not None and time.monotonic() - started + delay > retry_for:
-                raise GaveUp(f"GET {path}: {problem}; gave up after {retry_for:.0f} s")
-            log.warning("GET %s: %s; retrying in %.1f s", path, problem, delay)
-            time.sleep(delay)
+                raise _Retry(str(getattr(error, "reason", error))) from error
+            return digest.hexdigest()
+
+        return self._retrying(f"GET {path}", attempt, retry_for)
 
     def call(
         self,
@@ -96,28 +113,23 @@ class Client:
         retry_for: float | None = 300.0,
     ) -> Reply:
         """One request, retried on network errors, 5xx and 429 for up to `retry_for` seconds
-        (None: forever)."""
-        all_headers = {"Authorization": f"Bearer {token or self.token}", "User-Agent": "reprolab-agent"}
+        (None: forever). Other HTTP errors are returned to the caller, who knows what they mean."""
+        all_headers = self._headers(token)
         if json_body is not None:
             data = json.dumps(json_body).encode()
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
-        started = time.monotonic()
-        delays = backoff_delays()
-        while True:
+
+        def attempt() -> Reply:
             request = urllib.request.Request(self.url(path), data=data, method=method, headers=all_headers)  # noqa: S310
             try:
                 with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:  # noqa: S310
                     return Reply(response.status, response.read(), dict(response.headers))
             except urllib.error.HTTPError as error:
-                reply = Reply(error.code, error.read(), dict(error.headers))
-                if error.code not in RETRY_STATUSES:
-                    return reply
-                problem = f"HTTP {error.code}"
+                if error.code in RETRY_STATUSES:
+                    raise _Retry(f"HTTP {error.code}") from error
+                return Reply(error.code, error.read(), dict(error.headers))
             except (urllib.error.URLError, OSError, TimeoutError) as error:
-                problem = str(getattr(error, "reason", error))
-            delay = next(delays)
-            if retry_for is not None and time.monotonic() - started + delay > retry_for:
-                raise GaveUp(f"{method} {path}: {problem}; gave up after {retry_for:.0f} s")
-            log.warning("%s %s: %s; retrying in %.1f s", method, path, problem, delay)
-            time.sleep(delay)
+                raise _Retry(str(getattr(error, "reason", error))) from error
+
+        return self._retrying(f"{method} {path}", attempt, retry_for)

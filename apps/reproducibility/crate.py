@@ -48,6 +48,19 @@ def _copy_blob(storage_name: str, target: Path) -> Path:
     return target
 
 
+def _add_stored_file(
+    crate: ROCrate, work: Path, *, storage_name: str, sha256: str, size: int, dest_path: str, url: str, name: str
+) -> Any:
+    """A stored blob as a File entity with sha256 and size: inside the crate up to
+    INLINE_DATA_MAX_BYTES, referenced by its download URL above that."""
+    properties = {"name": name, "sha256": sha256, "contentSize": str(size)}
+    if size <= INLINE_DATA_MAX_BYTES:
+        return crate.add_file(
+            _copy_blob(storage_name, work / "blobs" / sha256), dest_path=dest_path, properties=properties
+        )
+    return crate.add_file(url, properties=properties)
+
+
 def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
     """Write the run's crate as a zip at `destination` and return it."""
     version = run.notebook_version
@@ -112,21 +125,19 @@ def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
             )
         for dataset_version in run.input_datasets.select_related("dataset").prefetch_related("files"):
             for data_file in dataset_version.files.all():
-                properties = {
-                    "name": f"{dataset_version.dataset.name} v{dataset_version.number}: {data_file.path}",
-                    "sha256": data_file.sha256,
-                    "contentSize": str(data_file.size),
-                }
-                if data_file.size <= INLINE_DATA_MAX_BYTES:
-                    entity = crate.add_file(
-                        _copy_blob(data_file.storage_name, work / "data" / data_file.sha256),
-                        dest_path=f"data/{dataset_version.dataset.name}/{data_file.path}",
-                        properties=properties,
+                name = dataset_version.dataset.name
+                inputs.append(
+                    _add_stored_file(
+                        crate,
+                        work,
+                        storage_name=data_file.storage_name,
+                        sha256=data_file.sha256,
+                        size=data_file.size,
+                        dest_path=f"data/{name}/{data_file.path}",
+                        url=f"{base_url}/p/{project.slug}/datasets/{name}/v{dataset_version.number}/{data_file.path}",
+                        name=f"{name} v{dataset_version.number}: {data_file.path}",
                     )
-                else:
-                    url = f"{base_url}/p/{project.slug}/datasets/{dataset_version.dataset.name}/v{dataset_version.number}/{data_file.path}"
-                    entity = crate.add_file(url, properties=properties)
-                inputs.append(entity)
+                )
 
         results: list[Any] = []
         if run.output_storage_name:
@@ -143,22 +154,18 @@ def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
                 )
             )
         for artifact in RunArtifact.objects.filter(run=run, attempt=run.attempt).order_by("path"):
-            properties = {
-                "name": f"Artifact {artifact.path}",
-                "sha256": artifact.sha256,
-                "contentSize": str(artifact.size),
-            }
-            if artifact.size <= INLINE_DATA_MAX_BYTES:
-                results.append(
-                    crate.add_file(
-                        _copy_blob(artifact.storage_name, work / "artifacts" / artifact.sha256),
-                        dest_path=f"artifacts/{artifact.path}",
-                        properties=properties,
-                    )
+            results.append(
+                _add_stored_file(
+                    crate,
+                    work,
+                    storage_name=artifact.storage_name,
+                    sha256=artifact.sha256,
+                    size=artifact.size,
+                    dest_path=f"artifacts/{artifact.path}",
+                    url=f"{base_url}/api/v1/runs/{run.pk}/artifact/?path={quote(artifact.path)}",
+                    name=f"Artifact {artifact.path}",
                 )
-            else:
-                url = f"{base_url}/api/v1/runs/{run.pk}/artifact/?path={quote(artifact.path)}"
-                results.append(crate.add_file(url, properties=properties))
+            )
         if snapshot is not None:
             environment_path = work / "environment.json"
             environment_path.write_text(json.dumps(snapshot.data, indent=2, sort_keys=True))
