@@ -43,6 +43,7 @@ worker: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/hash_bench.py
+	$(BIN)/python bench/array_bench.py
 	$(BIN)/python bench/execution_bench.py 2>/dev/null
 
 clean:

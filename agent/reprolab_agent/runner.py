@@ -245,7 +245,7 @@ class RunExecutor:
             self.upload(ctx, output)
         elif state == "succeeded":
             state, message = "failed", "papermill wrote no output notebook"
-        self.upload_artifacts(ctx)
+        self.upload_artifacts(ctx, self.compare_with_reference(ctx) if state == "succeeded" else {})
         return self.complete(ctx, state, message)
 
     def record_environment(self, ctx: RunContext, notebook: Path) -> None:
@@ -368,22 +368,56 @@ class RunExecutor:
             found.append(path)
         return found
 
-    def upload_artifacts(self, ctx: RunContext) -> None:
+    def compare_with_reference(self, ctx: RunContext) -> dict[str, dict[str, Any]]:
+        """For a rerun in a reproduction check: compare each `.npy` this run wrote with the
+        reference run's array at the same path, here where the data is (on the GPU when there is
+        one). The reference arrays come through the content-addressed cache, so a node that holds
+        them already fetches nothing. Any failure only means the site compares instead."""
+        reference = ctx.claim.get("reference")
+        if not reference or not reference.get("arrays"):
+            return {}
+        try:
+            from . import arrays
+
+            xp, device = arrays.array_module()
+        except ImportError:  # no NumPy on this node
+            log.info("run %s: NumPy is not installed; the site compares the arrays", ctx.run_id)
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for item in reference["arrays"]:
+            mine = ctx.workdir / item["path"]
+            if not mine.is_file() or sha256_file(mine) == item["sha256"]:
+                continue  # missing, or the very same bytes: nothing to compute
+            try:
+                theirs = self.cache.fetch(self.client, item["url"], item["sha256"], ctx.claim["run_token"])
+                result = arrays.compare_npy(
+                    str(theirs), str(mine), rtol=reference["rtol"], atol=reference["atol"], xp=xp, device=device
+                )
+            except (RuntimeError, GaveUp, OSError, ValueError, MemoryError) as error:
+                log.warning("run %s: could not compare %s here (%s); the site will", ctx.run_id, item["path"], error)
+                continue
+            found[item["path"]] = {**result, "against_sha256": item["sha256"]}
+        return found
+
+    def upload_artifacts(self, ctx: RunContext, comparisons: dict[str, dict[str, Any]] | None = None) -> None:
         if "artifacts" not in ctx.claim["urls"]:
             return
         for path in self.artifacts(ctx):
             relative = path.relative_to(ctx.workdir).as_posix()
             body = path.read_bytes()
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "X-Lease-Id": ctx.lease_id,
+                "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
+            }
+            if comparisons and relative in comparisons:
+                headers["X-Reference-Comparison"] = json.dumps(comparisons[relative], separators=(",", ":"))
             reply = self.client.call(
                 "PUT",
                 ctx.claim["urls"]["artifacts"] + urllib.parse.quote(relative),
                 data=body,
                 token=ctx.claim["run_token"],
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Lease-Id": ctx.lease_id,
-                    "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
-                },
+                headers=headers,
             )
             if reply.status in (401, 409):
                 ctx.lease_lost.set()

@@ -15,6 +15,7 @@ from . import services
 from .authentication import bearer_value
 from .models import Node
 from .queue_signal import wait_for_work
+from .selectors import final_artifacts
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -42,7 +43,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
         for dataset_version in run.input_datasets.select_related("dataset")
         for f in dataset_version.files.all()
     ]
-    return {
+    payload: dict[str, Any] = {
         "run": {
             "id": run.pk,
             "attempt": run.attempt,
@@ -67,6 +68,18 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "artifacts": url("agent-run-artifact", path="x")[: -len("x")],
         },
     }
+    if run.reference_run is not None:
+        payload["reference"] = {
+            "run": run.reference_run_id,
+            "rtol": run.reference_tolerance.get("rtol", 0.0),
+            "atol": run.reference_tolerance.get("atol", 0.0),
+            "arrays": [
+                {"path": a.path, "sha256": a.sha256, "size": a.size, "url": url("agent-run-file", sha256=a.sha256)}
+                for a in final_artifacts(run.reference_run)
+                if a.path.endswith(".npy")
+            ],
+        }
+    return payload
 
 
 @database_sync_to_async

@@ -1,6 +1,7 @@
 """REST API for nodes and runs (/api/v1/nodes/, /api/v1/runs/) and the agent protocol
 (/api/v1/agent/…). The long-poll claim is an async view in agent_views.py."""
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -28,9 +29,10 @@ from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 from . import services
 from .authentication import NodeTokenAuthentication, RunTokenAuthentication
 from .models import Node, Run, RunArtifact
-from .selectors import nodes_of, runs_for_listing
+from .selectors import final_artifacts, nodes_of, runs_for_listing
 from .serializers import (
     AgentEventsSerializer,
+    ArrayComparisonSerializer,
     CompleteSerializer,
     HeartbeatSerializer,
     NodeSerializer,
@@ -40,13 +42,6 @@ from .serializers import (
     RunEventSerializer,
     RunSerializer,
 )
-
-
-def final_artifacts(run: Run) -> QuerySet[RunArtifact]:
-    """Artifacts of the attempt the run ended with; none while it is still going."""
-    if not run.is_final:
-        return RunArtifact.objects.none()
-    return run.artifacts.filter(attempt=run.attempt).order_by("path")
 
 
 def _owned_projects(user: Any, slugs: list[str]) -> list[Project]:
@@ -342,13 +337,42 @@ class AgentArtifactApi(RawUploadApi):
 
     def store(self, run: Run, lease_id: str, spool: Any, sha256: str, **kwargs: Any) -> dict[str, Any]:
         artifact = services.run_artifact_upload(
-            run=run, lease_id=lease_id, path=kwargs["path"], stream=spool, sha256=sha256
+            run=run,
+            lease_id=lease_id,
+            path=kwargs["path"],
+            stream=spool,
+            sha256=sha256,
+            comparison=kwargs["comparison"],
         )
         return {"path": artifact.path, "sha256": artifact.sha256, "size": artifact.size}
 
-    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict, 400: dict, 409: dict})
+    @extend_schema(
+        request={"application/octet-stream": bytes},
+        parameters=[
+            OpenApiParameter(
+                "X-Reference-Comparison",
+                str,
+                OpenApiParameter.HEADER,
+                description="For a rerun's .npy: the node's comparison against the reference run's array, as JSON.",
+            )
+        ],
+        responses={200: dict, 400: dict, 409: dict},
+    )
     def put(self, request: Request, run_id: int, path: str) -> Response:
-        return self.upload(request, run_id, path=path)
+        self.run_for(request, run_id)
+        # Checked before the body is read: a malformed header costs no upload.
+        comparison = _reference_comparison(request.headers.get("X-Reference-Comparison", ""))
+        return self.upload(request, run_id, path=path, comparison=comparison)
+
+
+def _reference_comparison(header: str) -> dict[str, Any]:
+    if not header:
+        return {}
+    try:
+        data = json.loads(header)
+    except ValueError:
+        raise exceptions.ValidationError({"X-Reference-Comparison": "Send the comparison as a JSON object."}) from None
+    return dict(validated(ArrayComparisonSerializer, data))
 
 
 class AgentCompleteApi(AgentApi):
@@ -381,12 +405,18 @@ class AgentNotebookApi(AgentApi):
 
 
 class AgentFileApi(AgentApi):
-    """One input file of the run, by sha256 (nodes cache files by content)."""
+    """One input file of the run, or an artifact of its reference run, by sha256 (nodes cache
+    files by content)."""
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request: Request, run_id: int, sha256: str) -> FileResponse:
         run = self.run_for(request, run_id)
-        file = DatasetFile.objects.filter(version__in=run.input_datasets.all(), sha256=sha256).first()
+        file: DatasetFile | RunArtifact | None = DatasetFile.objects.filter(
+            version__in=run.input_datasets.all(), sha256=sha256
+        ).first()
+        if file is None and run.reference_run is not None:
+            # A rerun may read its reference run's artifacts, to compare its own against them.
+            file = final_artifacts(run.reference_run).filter(sha256=sha256).first()
         if file is None:
             raise Http404("No such input file for this run.")
         return blob_response(storage_name=file.storage_name, filename=file.path.rsplit("/", 1)[-1], sha256=file.sha256)

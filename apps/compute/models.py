@@ -66,6 +66,11 @@ class Run(models.Model):
     priority = models.IntegerField(default=0)
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
     timeout_seconds = models.PositiveIntegerField(default=3600)
+    # A rerun in a reproduction check: the agent compares the `.npy` arrays it writes against
+    # this run's, on the node where they are (and on its GPU when it has one), within this
+    # tolerance ({"rtol": float, "atol": float}), and sends the comparison with each artifact.
+    reference_run = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    reference_tolerance = models.JSONField(default=dict, blank=True)
 
     state = models.CharField(max_length=10, choices=RunState.choices, default=RunState.QUEUED, db_index=True)
     attempt = models.PositiveSmallIntegerField(default=1)
@@ -145,6 +150,9 @@ class RunArtifact(models.Model):
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     storage_name = models.CharField(max_length=300)
+    # For a rerun's array: the node's comparison against the reference run's artifact at the
+    # same path (reprolab_agent.arrays.ArrayComparison plus "against_sha256"); {} when none.
+    comparison = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

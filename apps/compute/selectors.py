@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from apps.projects.models import Project
 
-from .models import Node, Run
+from .models import Node, Run, RunArtifact
 
 
 def runs_visible_to(user: Any) -> QuerySet[Run]:
@@ -26,3 +26,10 @@ def nodes_of(user: Any) -> QuerySet[Node]:
     if not user.is_authenticated:
         return Node.objects.none()
     return Node.objects.filter(owner=user).select_related("owner").prefetch_related("projects")
+
+
+def final_artifacts(run: Run) -> QuerySet[RunArtifact]:
+    """Artifacts of the attempt the run ended with; none while it is still going."""
+    if not run.is_final:
+        return RunArtifact.objects.none()
+    return RunArtifact.objects.filter(run=run, attempt=run.attempt).order_by("path")

@@ -158,6 +158,24 @@ class LeaseSerializer(serializers.Serializer):
     lease_id = serializers.UUIDField()
 
 
+class ArrayComparisonSerializer(serializers.Serializer):
+    """What an agent found comparing a rerun's array with its reference run's (the fields of
+    reprolab_agent.arrays.ArrayComparison, plus the sha256 of the array it compared against)."""
+
+    against_sha256 = serializers.RegexField(r"^[0-9a-f]{64}$")
+    status = serializers.ChoiceField(choices=["same", "within_tolerance", "different"])
+    rtol = serializers.FloatField(min_value=0)
+    atol = serializers.FloatField(min_value=0)
+    elements = serializers.IntegerField(min_value=0)
+    unequal = serializers.IntegerField(min_value=0)
+    mismatched = serializers.IntegerField(min_value=0)
+    max_abs_diff = serializers.FloatField(allow_null=True, min_value=0)
+    max_rel_diff = serializers.FloatField(allow_null=True, min_value=0)
+    device = serializers.CharField(max_length=200, allow_blank=True)
+    seconds = serializers.FloatField(min_value=0)
+    reason = serializers.CharField(max_length=500, allow_blank=True)
+
+
 class HeartbeatSerializer(LeaseSerializer):
     running = serializers.BooleanField(required=False, default=False)
 

@@ -141,6 +141,8 @@ def run_submit(
     priority: int = 0,
     depends_on: Sequence[Run] = (),
     timeout_seconds: int = 3600,
+    reference_run: Run | None = None,
+    reference_tolerance: dict[str, float] | None = None,
 ) -> Run:
     if notebook_version.notebook.project_id != project.pk:
         raise ValidationError({"notebook_version": "The notebook version is not in this project."})
@@ -150,6 +152,8 @@ def run_submit(
     for dependency in depends_on:
         if dependency.project_id != project.pk:
             raise ValidationError({"depends_on": f"Run {dependency.pk} is not in this project."})
+    if reference_run is not None and reference_run.project_id != project.pk:
+        raise ValidationError({"reference_run": f"Run {reference_run.pk} is not in this project."})
     run = Run(
         project=project,
         notebook_version=notebook_version,
@@ -158,6 +162,8 @@ def run_submit(
         priority=priority,
         timeout_seconds=timeout_seconds,
         max_attempts=settings.REPROLAB_MAX_ATTEMPTS,
+        reference_run=reference_run,
+        reference_tolerance=reference_tolerance or {},
         created_by=user,
     )
     run.full_clean()
@@ -436,9 +442,11 @@ def run_output_upload(*, run: Run, lease_id: str, stream: IO[bytes], sha256: str
     return run.pending_output
 
 
-def run_artifact_upload(*, run: Run, lease_id: str, path: str, stream: IO[bytes], sha256: str) -> RunArtifact:
+def run_artifact_upload(
+    *, run: Run, lease_id: str, path: str, stream: IO[bytes], sha256: str, comparison: dict[str, Any] | None = None
+) -> RunArtifact:
     """Store one artifact of the current attempt once its sha256 checks out (resending the same
-    path replaces it)."""
+    path replaces it), with the node's comparison against the reference run's, if it made one."""
     path = clean_relative_path(path)
     blob = store_blob(stream)
     if blob.sha256 != sha256.lower():
@@ -454,7 +462,12 @@ def run_artifact_upload(*, run: Run, lease_id: str, path: str, stream: IO[bytes]
             run=run,
             attempt=run.attempt,
             path=path,
-            defaults={"sha256": blob.sha256, "size": blob.size, "storage_name": blob.storage_name},
+            defaults={
+                "sha256": blob.sha256,
+                "size": blob.size,
+                "storage_name": blob.storage_name,
+                "comparison": comparison or {},
+            },
         )
     return artifact
 

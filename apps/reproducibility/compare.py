@@ -18,12 +18,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from reprolab_agent import arrays
+from reprolab_agent.arrays import DIFFERENT, SAME, WITHIN  # one vocabulary with the agent
+
 SCRAP_MIME = "application/scrapbook.scrap.json+json"
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 IMAGE_SIMILARITY = 0.99  # mean pixel agreement for two images to count as the same
-
-SAME, WITHIN, DIFFERENT = "same", "within_tolerance", "different"
 
 
 @dataclass(frozen=True)
@@ -241,50 +242,57 @@ def compare_runs(original_nb: dict[str, Any], rerun_nbs: list[dict[str, Any]], t
     return {"verdict": verdict, "cells": cells, "values": values}
 
 
-NPY_CHUNK = 1 << 20  # elements compared at a time: memory stays flat for arrays of any size
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One artifact of a run: its sha256, where its bytes are on this machine, and (for a
+    rerun's `.npy`) the comparison the node already made against the original, if any."""
+
+    sha256: str
+    local_path: str
+    node_comparison: dict[str, Any] = field(default_factory=dict)
 
 
-def compare_npy(original_path: str, rerun_path: str, tol: Tolerance) -> str:
-    """Two .npy arrays, memory-mapped and compared chunk by chunk within rtol/atol."""
-    import numpy as np
+def _array_evidence(original: ArtifactFile, rerun: ArtifactFile, tol: Tolerance) -> dict[str, Any]:
+    """The node's comparison when it compared against these very bytes with this tolerance (it
+    ran where the data is); otherwise compare here, with the same code."""
+    done = rerun.node_comparison
+    if (
+        done.get("against_sha256") == original.sha256
+        and done.get("rtol") == tol.rtol
+        and done.get("atol") == tol.atol
+        and done.get("status") in (SAME, WITHIN, DIFFERENT)
+    ):
+        return {**done, "where": "node"}
+    import numpy
 
-    a = np.load(original_path, mmap_mode="r", allow_pickle=False)
-    b = np.load(rerun_path, mmap_mode="r", allow_pickle=False)
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return DIFFERENT
-    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
-    exact = True
-    for start in range(0, flat_a.size, NPY_CHUNK):
-        chunk_a, chunk_b = np.asarray(flat_a[start : start + NPY_CHUNK]), np.asarray(flat_b[start : start + NPY_CHUNK])
-        if np.array_equal(chunk_a, chunk_b, equal_nan=chunk_a.dtype.kind in "fc"):
-            continue
-        exact = False
-        if chunk_a.dtype.kind not in "iufc" or not np.allclose(
-            chunk_a, chunk_b, rtol=tol.rtol, atol=tol.atol, equal_nan=True
-        ):
-            return DIFFERENT
-    return SAME if exact else WITHIN
+    compared = arrays.compare_npy(
+        original.local_path, rerun.local_path, rtol=tol.rtol, atol=tol.atol, xp=numpy, device="cpu"
+    )
+    return {**compared, "against_sha256": original.sha256, "where": "site"}
 
 
 def compare_artifacts(
-    original: dict[str, tuple[str, str]], reruns: list[dict[str, tuple[str, str]]], tol: Tolerance
+    original: dict[str, ArtifactFile], reruns: list[dict[str, ArtifactFile]], tol: Tolerance
 ) -> list[dict[str, Any]]:
-    """Artifacts by path ({path: (sha256, local file path)}): equal bytes are the same; `.npy`
-    arrays compare numerically within tolerance; anything else that differs is different."""
+    """Artifacts by path: equal bytes are the same; `.npy` arrays compare numerically within
+    tolerance (with the evidence: elements outside it, largest differences, where and on what
+    device it ran); anything else that differs, or is missing on one side, is different."""
     rows = []
     for path in sorted(set(original) | {p for r in reruns for p in r}):
-        statuses = []
+        statuses, evidence = [], []
         for rerun in reruns:
             if path not in original or path not in rerun:
                 statuses.append(DIFFERENT)
-            elif original[path][0] == rerun[path][0]:
+            elif original[path].sha256 == rerun[path].sha256:
                 statuses.append(SAME)
             elif path.endswith(".npy"):
-                try:
-                    statuses.append(compare_npy(original[path][1], rerun[path][1], tol))
-                except (ValueError, OSError):  # not a loadable array (or pickled objects)
-                    statuses.append(DIFFERENT)
+                found = _array_evidence(original[path], rerun[path], tol)
+                statuses.append(found["status"])
+                evidence.append(found)
             else:
                 statuses.append(DIFFERENT)
-        rows.append({"path": path, "status": _worst(statuses)})
+        row: dict[str, Any] = {"path": path, "status": _worst(statuses)}
+        if evidence:
+            row["arrays"] = evidence
+        rows.append(row)
     return rows

@@ -20,7 +20,8 @@ from django.core.files.storage import default_storage
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
-from apps.compute.models import Run, RunArtifact, RunState
+from apps.compute.models import Run, RunState
+from apps.compute.selectors import final_artifacts
 
 from .models import EnvironmentSnapshot
 
@@ -153,7 +154,7 @@ def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
                     },
                 )
             )
-        for artifact in RunArtifact.objects.filter(run=run, attempt=run.attempt).order_by("path"):
+        for artifact in final_artifacts(run):
             results.append(
                 _add_stored_file(
                     crate,

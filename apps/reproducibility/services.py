@@ -11,9 +11,10 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.compute import services as compute
-from apps.compute.models import Run, RunArtifact, RunState
+from apps.compute.models import Run, RunState
+from apps.compute.selectors import final_artifacts
 
-from .compare import DIFFERENT, WITHIN, Tolerance, compare_artifacts, compare_runs
+from .compare import DIFFERENT, WITHIN, ArtifactFile, Tolerance, compare_artifacts, compare_runs
 from .diff import environment_diff, fingerprint
 from .models import EnvironmentSnapshot, Reproduction, Verdict
 
@@ -77,6 +78,9 @@ def reproduction_start(
                 requirements=requirements if requirements is not None else original.requirements,
                 priority=original.priority,
                 timeout_seconds=original.timeout_seconds,
+                # The node compares the arrays it writes against the original's, where they are.
+                reference_run=original,
+                reference_tolerance={"rtol": rtol, "atol": atol},
             )
             for _ in range(repeats)
         ]
@@ -90,12 +94,11 @@ def _output_notebook(run: Run) -> dict[str, Any]:
         return loaded
 
 
-def _artifacts(run: Run) -> dict[str, tuple[str, str]]:
-    """{path: (sha256, local path)} of the artifacts the run ended with. Filesystem storage is
-    read in place (memory-mapped for arrays); object storage would need a local copy first."""
+def _artifacts(run: Run) -> dict[str, ArtifactFile]:
+    """The artifacts the run ended with, by path. Filesystem storage is read in place
+    (memory-mapped for arrays); object storage would need a local copy first."""
     return {
-        a.path: (a.sha256, default_storage.path(a.storage_name))
-        for a in RunArtifact.objects.filter(run=run, attempt=run.attempt)
+        a.path: ArtifactFile(a.sha256, default_storage.path(a.storage_name), a.comparison) for a in final_artifacts(run)
     }
 
 

@@ -85,8 +85,12 @@ def test_array_artifacts_are_kept_and_compared_within_tolerance(stack):
     assert [a["path"] for a in artifacts] == ["out/field.npy", "out/summary.txt"]
 
     reproduction = _reproduce(stack, run_id, rtol=1e-9, atol=1e-12)
-    assert reproduction["report"]["artifacts"] == [
-        {"path": "out/field.npy", "status": "within_tolerance"},
-        {"path": "out/summary.txt", "status": "same"},
-    ]
+    field, summary = reproduction["report"]["artifacts"]
+    assert summary == {"path": "out/summary.txt", "status": "same"}
+    assert (field["path"], field["status"]) == ("out/field.npy", "within_tolerance")
+    # Compared by the agent, where the rerun's array was written, against the original's.
+    [evidence] = field["arrays"]
+    assert (evidence["where"], evidence["device"]) == ("node", "cpu")
+    assert (evidence["elements"], evidence["mismatched"]) == (1000, 0)
+    assert 0 < evidence["max_abs_diff"] < 1e-12
     assert reproduction["verdict"] == "reproduced_within_tolerance"
