@@ -15,11 +15,13 @@ urlpatterns = [
     path("api/v1/", include("apps.projects.api_urls")),
     path("api/v1/", include("apps.compute.api_urls")),
     path("api/v1/", include("apps.reproducibility.api_urls")),
+    path("api/v1/", include("apps.review.api_urls")),
     # The node agent as a wheel, so `pip install <site>/agent/<wheel>` needs no package index.
     path("agent/", agent_dist.agent_index, name="agent-index"),
     path("agent/<str:filename>", agent_dist.agent_wheel, name="agent-wheel"),
     path("accounts/", include("apps.accounts.urls")),
     path("", include("apps.compute.urls")),
     path("", include("apps.reproducibility.urls")),
+    path("", include("apps.review.urls")),
     path("", include("apps.projects.urls")),
 ]

@@ -71,6 +71,9 @@ class Run(models.Model):
     # tolerance ({"rtol": float, "atol": float}), and sends the comparison with each artifact.
     reference_run = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     reference_tolerance = models.JSONField(default=dict, blank=True)
+    # Started by a single-blind reviewer: visible to its creator and the project's editors only
+    # (its creator, node and environment would tell the authors who reviewed).
+    creator_hidden = models.BooleanField(default=False)
 
     state = models.CharField(max_length=10, choices=RunState.choices, default=RunState.QUEUED, db_index=True)
     attempt = models.PositiveSmallIntegerField(default=1)

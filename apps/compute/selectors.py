@@ -3,15 +3,24 @@ project is (`Project.objects.visible_to`); nodes are visible to their owners onl
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from apps.projects.models import Project
+from apps.projects.models import Membership, Project, Role
 
 from .models import Node, Run, RunArtifact
 
+EDITOR_ROLES = (Role.OWNER, Role.MAINTAINER)
+
 
 def runs_visible_to(user: Any) -> QuerySet[Run]:
-    return Run.objects.filter(project__in=Project.objects.visible_to(user).values("pk"))
+    """Runs of the projects the user may see, and the runs the user started (a reviewer's reruns
+    of a publication in a private project). Runs whose creator is hidden (single-blind review)
+    are visible only to their creator and the project's editors."""
+    visible = Q(project__in=Project.objects.visible_to(user).values("pk"))
+    if not user.is_authenticated:
+        return Run.objects.filter(visible, creator_hidden=False)
+    editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
+    return Run.objects.filter((visible & (Q(creator_hidden=False) | Q(project__in=editing))) | Q(created_by=user))
 
 
 def runs_for_listing(user: Any) -> QuerySet[Run]:

@@ -143,6 +143,7 @@ def run_submit(
     timeout_seconds: int = 3600,
     reference_run: Run | None = None,
     reference_tolerance: dict[str, float] | None = None,
+    creator_hidden: bool = False,
 ) -> Run:
     if notebook_version.notebook.project_id != project.pk:
         raise ValidationError({"notebook_version": "The notebook version is not in this project."})
@@ -164,6 +165,7 @@ def run_submit(
         max_attempts=settings.REPROLAB_MAX_ATTEMPTS,
         reference_run=reference_run,
         reference_tolerance=reference_tolerance or {},
+        creator_hidden=creator_hidden,
         created_by=user,
     )
     run.full_clean()

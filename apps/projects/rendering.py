@@ -67,25 +67,31 @@ def _render_in_child(notebook_bytes: bytes) -> str:
 def render_version(version: NotebookVersion, *, requester: str | None = None) -> RenderResult:
     """The sanitized HTML of a version, rendering it if needed. `requester` (a user or address)
     is rate-limited for fresh renders; None (the pre-render task) is not."""
-    name = _render_name(version.sha256)
+    return render_stored(sha256=version.sha256, storage_name=version.storage_name, requester=requester)
+
+
+def render_stored(*, sha256: str, storage_name: str, requester: str | None = None) -> RenderResult:
+    """The sanitized HTML of any stored notebook (a version, or a run's executed output), cached
+    by its sha256."""
+    name = _render_name(sha256)
     if default_storage.exists(name):
         with default_storage.open(name, "rb") as cached:
             return RenderResult(html=cached.read().decode("utf-8"))
-    failure_key = f"render-failed:{RENDERER_VERSION}:{version.sha256}"
+    failure_key = f"render-failed:{RENDERER_VERSION}:{sha256}"
     if (failure := cache.get(failure_key)) is not None:
         return RenderResult(html=None, error=failure)
     if requester is not None and not _take_render_slot(requester):
         return RenderResult(
             html=None, error="Too many notebooks rendered in the last minute; try again shortly.", rate_limited=True
         )
-    with default_storage.open(version.storage_name, "rb") as source:
+    with default_storage.open(storage_name, "rb") as source:
         notebook_bytes = source.read()
     try:
         html = _render_in_child(notebook_bytes)
     except subprocess.TimeoutExpired:
         error = f"Rendering took longer than {settings.REPROLAB_RENDER_TIMEOUT:g} seconds and was stopped."
     except (RuntimeError, UnicodeDecodeError, OSError) as exc:
-        logger.warning("Could not render notebook %s: %s", version.sha256, exc)
+        logger.warning("Could not render notebook %s: %s", sha256, exc)
         error = "The renderer could not process this notebook."
     else:
         if not default_storage.exists(name):

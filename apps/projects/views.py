@@ -24,7 +24,7 @@ from . import services
 from .forms import DatasetForm, DatasetUploadForm, MemberForm, NotebookUploadForm, ProjectForm
 from .models import Dataset, DatasetFile, Membership, Notebook, NotebookVersion, Project
 from .permissions import CAN_MANAGE_MEMBERS, CAN_UPLOAD, get_project_for, has_role, require_role, role_of
-from .rendering import render_version
+from .rendering import RenderResult, render_version
 from .structured_data import notebook_ld, project_ld
 
 
@@ -212,8 +212,17 @@ RENDER_CSP = (
 def notebook_render(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
     project = get_project_for(request.user, slug)
     version = get_object_or_404(NotebookVersion, pk=version_id, notebook__project=project)
-    requester = f"user:{request.user.pk}" if request.user.is_authenticated else f"ip:{request.META.get('REMOTE_ADDR')}"
-    result = render_version(version, requester=requester)
+    return sandboxed_render_response(request, render_version(version, requester=render_requester(request)))
+
+
+def render_requester(request: HttpRequest) -> str:
+    """Who a fresh render is charged to, for its rate limit."""
+    return f"user:{request.user.pk}" if request.user.is_authenticated else f"ip:{request.META.get('REMOTE_ADDR')}"
+
+
+def sandboxed_render_response(request: HttpRequest, result: RenderResult) -> HttpResponse:
+    """A rendered notebook as the iframe document, under the sandboxing CSP (or why it failed).
+    Views that serve it must be `xframe_options_sameorigin`."""
     if result.html is not None:
         response = HttpResponse(result.html, content_type="text/html; charset=utf-8")
     else:

@@ -4,7 +4,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.http import FileResponse, Http404
+from django.db.models import Q, QuerySet
+from django.http import FileResponse, Http404, HttpRequest
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
@@ -14,8 +15,9 @@ from rest_framework.views import APIView
 from apps.accounts.request_user import authenticated_user
 from apps.compute.api import AgentApi, stale_lease_response
 from apps.compute.models import Run
-from apps.compute.selectors import runs_visible_to
+from apps.compute.selectors import EDITOR_ROLES, runs_visible_to
 from apps.compute.services import StaleLease
+from apps.projects.models import Membership
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
@@ -100,12 +102,20 @@ class ReproduceApi(APIView):
         return Response(ReproductionSerializer(reproduction).data, status=status.HTTP_201_CREATED)
 
 
-def reproduction_for(user: Any, reproduction_id: int) -> Reproduction:
-    reproduction = (
-        Reproduction.objects.filter(pk=reproduction_id, original__in=runs_visible_to(user))
-        .prefetch_related("reruns__node")
-        .first()
+def reproductions_visible_to(user: Any) -> QuerySet[Reproduction]:
+    """Reproductions of runs the user may see, and the ones the user started; one a single-blind
+    reviewer started only to its creator and the project's editors."""
+    visible = Q(original__in=runs_visible_to(user))
+    if not user.is_authenticated:
+        return Reproduction.objects.filter(visible, creator_hidden=False)
+    editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
+    return Reproduction.objects.filter(
+        (visible & (Q(creator_hidden=False) | Q(original__project__in=editing))) | Q(created_by=user)
     )
+
+
+def reproduction_for(user: Any, reproduction_id: int) -> Reproduction:
+    reproduction = reproductions_visible_to(user).filter(pk=reproduction_id).prefetch_related("reruns__node").first()
     if reproduction is None:
         raise Http404("No such reproduction.")
     return reproduction
@@ -134,15 +144,18 @@ class RunCrateApi(APIView):
         )
         if run is None:
             raise Http404("No such run.")
-        if not run.is_final:
-            raise exceptions.ValidationError({"state": f"The run has not ended yet ({run.state})."})
-        base_url = request.build_absolute_uri("/").rstrip("/")
-        handle = tempfile.NamedTemporaryFile(suffix=".zip")  # noqa: SIM115 - FileResponse closes it
-        build_run_crate(run, Path(handle.name), base_url=base_url)
-        handle.seek(0)
-        return FileResponse(
-            handle, as_attachment=True, filename=f"run-{run.pk}-crate.zip", content_type="application/zip"
-        )
+        return crate_response(request, run)
+
+
+def crate_response(request: HttpRequest, run: Run) -> FileResponse:
+    """The run's crate as a download (the caller decided the requester may have it)."""
+    if not run.is_final:
+        raise exceptions.ValidationError({"state": f"The run has not ended yet ({run.state})."})
+    base_url = request.build_absolute_uri("/").rstrip("/")
+    handle = tempfile.NamedTemporaryFile(suffix=".zip")  # noqa: SIM115 - FileResponse closes it
+    build_run_crate(run, Path(handle.name), base_url=base_url)
+    handle.seek(0)
+    return FileResponse(handle, as_attachment=True, filename=f"run-{run.pk}-crate.zip", content_type="application/zip")
 
 
 def visible_run(user: Any, run_id: int) -> Run:

@@ -35,6 +35,9 @@ class Reproduction(models.Model):
     parameters and data, compared with the original cell by cell within tolerances."""
 
     original = models.ForeignKey("compute.Run", on_delete=models.CASCADE, related_name="reproductions")
+    # Started by a single-blind reviewer: only its creator and the project's editors see it
+    # (the verdict reaches the authors through the review, without the reviewer's identity).
+    creator_hidden = models.BooleanField(default=False)
     reruns = models.ManyToManyField("compute.Run", related_name="reproduction_of")
     rtol = models.FloatField(default=1e-9)
     atol = models.FloatField(default=0.0)

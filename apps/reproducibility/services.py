@@ -17,6 +17,7 @@ from apps.compute.selectors import final_artifacts
 from .compare import DIFFERENT, WITHIN, ArtifactFile, Tolerance, compare_artifacts, compare_runs
 from .diff import environment_diff, fingerprint
 from .models import EnvironmentSnapshot, Reproduction, Verdict
+from .signals import reproduction_settled
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def reproduction_start(
     repeats: int = 1,
     requirements: Any = None,
     latest_data: bool = False,
+    hide_creator: bool = False,
 ) -> Reproduction:
     """Rerun the same notebook version with the same parameters and data, `repeats` times.
     With `latest_data`, the reruns take each input dataset's newest version instead: "does the
@@ -63,6 +65,7 @@ def reproduction_start(
             repeats=repeats,
             requirements=requirements or {},
             latest_data=latest_data,
+            creator_hidden=hide_creator,
             created_by=user,
         )
         datasets = list(original.input_datasets.select_related("dataset__latest_version"))
@@ -81,6 +84,7 @@ def reproduction_start(
                 # The node compares the arrays it writes against the original's, where they are.
                 reference_run=original,
                 reference_tolerance={"rtol": rtol, "atol": atol},
+                creator_hidden=hide_creator,
             )
             for _ in range(repeats)
         ]
@@ -138,6 +142,7 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
         reproduction.report = report
         reproduction.finished_at = timezone.now()
         reproduction.save(update_fields=["verdict", "report", "finished_at"])
+        reproduction_settled.send(sender=Reproduction, reproduction=reproduction)
         original_id = original.pk
         transaction.on_commit(lambda: queue_report(original_id))  # its checklist names the verdict
     return reproduction

@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.accounts.request_user import authenticated_user
+from apps.compute.models import Run
 from apps.compute.selectors import runs_visible_to
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
@@ -70,7 +71,11 @@ def run_lineage_svg(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_report(request: HttpRequest, run_id: int) -> HttpResponse:
     """The printable human report. Built by Celery when the run ends; if it is not there yet,
     ask for it and say so (202) rather than build it in the request."""
-    run = visible_run(request.user, run_id)
+    return report_response(request, visible_run(request.user, run_id))
+
+
+def report_response(request: HttpRequest, run: Run) -> HttpResponse:
+    """The report page of a run the caller decided the requester may see."""
     report = RunReport.objects.filter(run=run).first()
     if report is None:
         if run.is_final:

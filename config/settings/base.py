@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.projects",
     "apps.compute",
     "apps.reproducibility",
+    "apps.review",
 ]
 
 MIDDLEWARE = [
@@ -205,7 +206,17 @@ REPROLAB_ARTIFACTS_PER_RUN = env.int("REPROLAB_ARTIFACTS_PER_RUN", default=200)
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
     "settle-reproductions": {"task": "reproducibility.settle_pending", "schedule": REPROLAB_SWEEP_SECONDS},
+    "resend-notification-emails": {"task": "review.send_pending_emails", "schedule": 60.0},
 }
+
+# --- notifications ------------------------------------------------------------------------------
+# Absolute links in e-mails (requests are not at hand in Celery).
+REPROLAB_SITE_URL = env.str("REPROLAB_SITE_URL", default="http://127.0.0.1:8000")
+# EMAIL_URL configures SMTP in production (smtp+tls://user:password@host:587); the console by default.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=vars()["EMAIL_BACKEND"])  # e.g. the file backend in tests
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ReproLab <noreply@reprolab.invalid>")
 # Only the embedded mode may create the well-known demo account.
 REPROLAB_DEMO_ALLOWED = False
 

@@ -1,0 +1,140 @@
+"""Who may see and do what in publication and review.
+
+- Published versions are public: a publication is the explicit act of making a version citable.
+- Unpublished versions (in review, revision requested, rejected) are visible to the project's
+  members (the authors) and to the publication's reviewers (not to those who declined).
+  Everyone else gets 404, as for any private thing.
+- Editors are the project's owners and maintainers: they invite reviewers and decide.
+- In single-blind mode a reviewer's identity is known to the reviewer and the editors only;
+  everyone else, authors included, sees "Reviewer N".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import Http404
+
+from apps.projects.models import ROLE_RANK, Membership, Role
+
+from .models import Publication, PublicationVersion, Review, ReviewMode, ReviewState, VersionStatus
+
+LIVE_REVIEW_STATES = (ReviewState.INVITED, ReviewState.ACCEPTED, ReviewState.SUBMITTED)
+
+
+def _role(user: Any, publication: Publication) -> Role | None:
+    if not user.is_authenticated:
+        return None
+    cached = getattr(publication, "_roles", None)
+    if cached is None:
+        cached = publication._roles = {}  # type: ignore[attr-defined]
+    if user.pk not in cached:
+        membership = Membership.objects.filter(project_id=publication.project_id, user=user).first()
+        cached[user.pk] = Role(membership.role) if membership else None
+    role: Role | None = cached[user.pk]
+    return role
+
+
+def is_author(user: Any, publication: Publication) -> bool:
+    """A member of the project, whatever the role."""
+    return _role(user, publication) is not None
+
+
+def has_upload_role(user: Any, publication: Publication) -> bool:
+    """Member role or higher: may publish and add versions."""
+    role = _role(user, publication)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.MEMBER]
+
+
+def is_editor(user: Any, publication: Publication) -> bool:
+    role = _role(user, publication)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.MAINTAINER]
+
+
+def review_of(user: Any, publication: Publication) -> Review | None:
+    """The user's live review of this publication (invited, accepted or submitted), if any."""
+    if not user.is_authenticated:
+        return None
+    return publication.reviews.filter(reviewer=user, state__in=LIVE_REVIEW_STATES).first()
+
+
+def can_see_unpublished(user: Any, publication: Publication) -> bool:
+    return is_author(user, publication) or review_of(user, publication) is not None
+
+
+def publications_visible_to(user: Any) -> QuerySet[Publication]:
+    published = Exists(PublicationVersion.objects.filter(publication=OuterRef("pk"), status=VersionStatus.PUBLISHED))
+    query = Q(published)
+    if user.is_authenticated:
+        query |= Q(project__memberships__user=user)
+        query |= Q(
+            Exists(Review.objects.filter(publication=OuterRef("pk"), reviewer=user, state__in=LIVE_REVIEW_STATES))
+        )
+    return Publication.objects.filter(query).distinct()
+
+
+def versions_visible_to(user: Any, publication: Publication) -> QuerySet[PublicationVersion]:
+    versions = publication.versions.all()
+    if can_see_unpublished(user, publication):
+        return versions
+    return versions.filter(status=VersionStatus.PUBLISHED)
+
+
+def get_publication_for(user: Any, publication_id: int) -> Publication:
+    publication = publications_visible_to(user).select_related("project", "notebook").filter(pk=publication_id).first()
+    if publication is None:
+        raise Http404("No such publication.")
+    return publication
+
+
+def get_version_for(user: Any, publication_id: int, number: int) -> PublicationVersion:
+    publication = get_publication_for(user, publication_id)
+    version = (
+        versions_visible_to(user, publication)
+        .select_related("notebook_version__notebook", "run__node")
+        .filter(number=number)
+        .first()
+    )
+    if version is None:
+        raise Http404("No such publication version.")
+    version.publication = publication
+    return version
+
+
+def sees_identity(viewer: Any, review: Review) -> bool:
+    if review.publication.review_mode == ReviewMode.OPEN:
+        return True
+    if viewer.is_authenticated and viewer.pk == review.reviewer_id:
+        return True
+    return is_editor(viewer, review.publication)
+
+
+def reviewer_name(viewer: Any, review: Review) -> str:
+    """What this viewer may know of who wrote the review."""
+    return review.reviewer.username if sees_identity(viewer, review) else review.alias
+
+
+def reviews_visible_to(user: Any) -> QuerySet[Review]:
+    """Reviews a user may read: their own, and the reviews of publications they author or edit
+    (identities masked by the serializers where the mode asks for it). Declined invitations are
+    visible to the reviewer and the editors only."""
+    if not user.is_authenticated:
+        return Review.objects.none()
+    member = Q(publication__project__memberships__user=user)
+    return (
+        Review.objects.filter(Q(reviewer=user) | member)
+        .distinct()
+        .select_related("publication__project", "reviewer", "submitted_version")
+    )
+
+
+def get_review_for(user: Any, review_id: int) -> Review:
+    review = reviews_visible_to(user).filter(pk=review_id).first()
+    if review is None or (
+        review.state == ReviewState.DECLINED
+        and review.reviewer_id != user.pk
+        and not is_editor(user, review.publication)
+    ):
+        raise Http404("No such review.")
+    return review

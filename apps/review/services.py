@@ -1,0 +1,525 @@
+"""Publication and review: every state change is one transaction, with its notifications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.compute.models import Run, RunState
+from apps.projects.models import DatasetVersion, NotebookVersion, Project, spdx_validator
+from apps.projects.permissions import CAN_UPLOAD, require_role
+from apps.reproducibility import services as reproducibility
+from apps.reproducibility.models import Reproduction
+
+from . import access
+from .anchors import by_id, version_cells
+from .citation import valid_orcid
+from .models import (
+    Publication,
+    PublicationVersion,
+    Recommendation,
+    Review,
+    ReviewComment,
+    ReviewMode,
+    ReviewState,
+    VersionStatus,
+)
+from .notifications import notify
+
+MAX_KEYWORDS = 20
+MAX_AUTHORS = 100
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a publication version says about itself (validated by `clean_metadata`)."""
+
+    title: str
+    authors: list[dict[str, str]]
+    license: str
+    abstract: str = ""
+    keywords: tuple[str, ...] = ()
+
+
+def clean_metadata(*, title: str, authors: Any, license: str, abstract: str = "", keywords: Any = ()) -> Metadata:
+    errors: dict[str, str] = {}
+    title = (title or "").strip()
+    if not title:
+        errors["title"] = "A publication needs a title."
+    license = (license or "").strip()
+    if not license:
+        errors["license"] = (
+            "A publication needs a license (an SPDX id such as CC-BY-4.0): without one nobody may reuse it."
+        )
+    else:
+        try:
+            spdx_validator(license)
+        except ValidationError:
+            errors["license"] = f"{license!r} is not an SPDX license id (e.g. MIT, CC-BY-4.0)."
+    cleaned_authors = []
+    if not isinstance(authors, list) or not authors:
+        errors["authors"] = "List at least one author: [{'given_names': ..., 'family_names': ..., 'orcid': ...}]."
+    elif len(authors) > MAX_AUTHORS:
+        errors["authors"] = f"At most {MAX_AUTHORS} authors."
+    else:
+        for position, author in enumerate(authors, start=1):
+            if not isinstance(author, dict):
+                errors["authors"] = f"Author {position} must be an object."
+                break
+            entry = {
+                key: str(author.get(key) or "").strip()[:200]
+                for key in ("given_names", "family_names", "orcid", "affiliation")
+            }
+            entry["orcid"] = entry["orcid"].removeprefix("https://orcid.org/")
+            if not entry["family_names"]:
+                errors["authors"] = f"Author {position} needs family_names."
+                break
+            if entry["orcid"] and not valid_orcid(entry["orcid"]):
+                errors["authors"] = (
+                    f"Author {position}: {entry['orcid']!r} is not a valid ORCID iD (checksum or shape)."
+                )
+                break
+            cleaned_authors.append(entry)
+    if not isinstance(keywords, list | tuple) or not all(isinstance(k, str) for k in keywords):
+        errors["keywords"] = "Keywords are a list of strings."
+        keywords = ()
+    cleaned_keywords = tuple(dict.fromkeys(k.strip()[:100] for k in keywords if k.strip()))
+    if len(cleaned_keywords) > MAX_KEYWORDS:
+        errors["keywords"] = f"At most {MAX_KEYWORDS} keywords."
+    if errors:
+        raise ValidationError(errors)
+    return Metadata(
+        title=title[:300],
+        authors=cleaned_authors,
+        license=license,
+        abstract=(abstract or "").strip()[:10_000],
+        keywords=cleaned_keywords,
+    )
+
+
+def _published_run(notebook_version: NotebookVersion, run: Run | None) -> Run:
+    """The run whose executed notebook the version shows: the given one, or the version's latest
+    succeeded run."""
+    if run is None:
+        run = (
+            Run.objects.filter(notebook_version=notebook_version, state=RunState.SUCCEEDED)
+            .exclude(output_storage_name="")
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        if run is None:
+            raise ValidationError(
+                {"run": "Run this notebook version first: a publication shows its executed notebook and can be rerun."}
+            )
+    if run.notebook_version_id != notebook_version.pk:
+        raise ValidationError({"run": f"Run {run.pk} executed another notebook version."})
+    if run.state != RunState.SUCCEEDED or not run.output_storage_name:
+        raise ValidationError({"run": f"Run {run.pk} did not succeed with an output ({run.state})."})
+    return run
+
+
+def _add_version(
+    *,
+    publication: Publication,
+    user: User,
+    notebook_version: NotebookVersion,
+    run: Run | None,
+    metadata: Metadata,
+    datasets: list[DatasetVersion],
+    submit_for_review: bool,
+) -> PublicationVersion:
+    if notebook_version.notebook_id != publication.notebook_id:
+        raise ValidationError({"notebook_version": "The version must be of the publication's notebook."})
+    for dataset in datasets:
+        if dataset.dataset.project_id != publication.project_id:
+            raise ValidationError({"datasets": "Related datasets must belong to the publication's project."})
+    number = (publication.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    now = timezone.now()
+    version = PublicationVersion.objects.create(
+        publication=publication,
+        number=number,
+        notebook_version=notebook_version,
+        run=_published_run(notebook_version, run),
+        title=metadata.title,
+        abstract=metadata.abstract,
+        keywords=list(metadata.keywords),
+        license=metadata.license,
+        authors=metadata.authors,
+        status=VersionStatus.IN_REVIEW if submit_for_review else VersionStatus.PUBLISHED,
+        published_at=None if submit_for_review else now,
+        created_by=user,
+    )
+    version.datasets.set(datasets)
+    return version
+
+
+def publication_create(
+    *,
+    project: Project,
+    user: User,
+    notebook_version: NotebookVersion,
+    metadata: Metadata,
+    run: Run | None = None,
+    datasets: list[DatasetVersion] | None = None,
+    review_mode: str = ReviewMode.OPEN,
+    submit_for_review: bool = True,
+) -> PublicationVersion:
+    """Publish a notebook version (or submit it for review first). `project` must come from
+    `get_project_for(user, ...)` so the user's role is known."""
+    require_role(project, CAN_UPLOAD, "publish")
+    if notebook_version.notebook.project_id != project.pk:
+        raise ValidationError({"notebook_version": "The notebook version is not in this project."})
+    if review_mode not in ReviewMode.values:
+        raise ValidationError({"review_mode": f"Choose one of {', '.join(ReviewMode.values)}."})
+    with transaction.atomic():
+        publication = Publication.objects.create(
+            project=project, notebook=notebook_version.notebook, review_mode=review_mode, created_by=user
+        )
+        return publication_add_version(
+            publication=publication,
+            user=user,
+            notebook_version=notebook_version,
+            metadata=metadata,
+            run=run,
+            datasets=datasets,
+            submit_for_review=submit_for_review,
+        )
+
+
+def publication_add_version(
+    *,
+    publication: Publication,
+    user: User,
+    notebook_version: NotebookVersion,
+    metadata: Metadata,
+    run: Run | None = None,
+    datasets: list[DatasetVersion] | None = None,
+    submit_for_review: bool = True,
+) -> PublicationVersion:
+    """A new version of a publication (earlier versions stay exactly as they were)."""
+    if not access.has_upload_role(user, publication):
+        raise PermissionDenied("Only the project's members (member role or higher) can add a version.")
+    with transaction.atomic():
+        Publication.objects.select_for_update().get(pk=publication.pk)  # one number at a time
+        version = _add_version(
+            publication=publication,
+            user=user,
+            notebook_version=notebook_version,
+            run=run,
+            metadata=metadata,
+            datasets=datasets or [],
+            submit_for_review=submit_for_review,
+        )
+        _announce_version(version, user)
+    return version
+
+
+def _members(publication: Publication, *, editors_only: bool = False) -> list[User]:
+    roles = ["owner", "maintainer"] if editors_only else ["owner", "maintainer", "member", "viewer"]
+    return list(User.objects.filter(memberships__project_id=publication.project_id, memberships__role__in=roles))
+
+
+def _reviewers(publication: Publication) -> list[User]:
+    return list(
+        User.objects.filter(
+            reviews__publication=publication, reviews__state__in=(ReviewState.ACCEPTED, ReviewState.SUBMITTED)
+        )
+    )
+
+
+def _announce_version(version: PublicationVersion, user: User) -> None:
+    publication = version.publication
+    if version.status == VersionStatus.PUBLISHED:
+        message = f"“{version.title}” version {version.number} was published."
+        recipients = _members(publication) + _reviewers(publication)
+    else:
+        message = f"“{version.title}” version {version.number} was submitted for review."
+        recipients = _members(publication, editors_only=True) + _reviewers(publication)
+    notify(recipients, kind="version", message=lambda _: message, url=version.get_absolute_url(), actor=user)
+
+
+# --- reviewers ------------------------------------------------------------------------------------
+def _find_user(who: str) -> User:
+    who = (who or "").strip()
+    if not who:
+        raise ValidationError({"reviewer": "Name a reviewer by username or e-mail address."})
+    user = (
+        User.objects.filter(email__iexact=who, is_active=True).first()
+        if "@" in who
+        else User.objects.filter(username__iexact=who, is_active=True).first()
+    )
+    if user is None:
+        raise ValidationError(
+            {"reviewer": f"No ReproLab account has the {'address' if '@' in who else 'username'} {who!r}."}
+        )
+    return user
+
+
+def review_invite(*, publication: Publication, inviter: User, who: str) -> Review:
+    """Authors or editors invite a reviewer by username or e-mail address. Members of the
+    project cannot review it (they are its authors)."""
+    if not access.is_author(inviter, publication):
+        raise PermissionDenied("Only the authors or editors invite reviewers.")
+    reviewer = _find_user(who)
+    if access.is_author(reviewer, publication):
+        raise ValidationError({"reviewer": f"{who} is a member of the project: authors cannot review their own work."})
+    with transaction.atomic():
+        Publication.objects.select_for_update().get(pk=publication.pk)
+        existing = publication.reviews.filter(reviewer=reviewer).first()
+        if existing is not None and existing.state != ReviewState.DECLINED:
+            raise ValidationError({"reviewer": f"{who} is already invited ({existing.state})."})
+        if existing is not None:  # invited again after declining
+            existing.state, existing.invited_by, existing.responded_at = ReviewState.INVITED, inviter, None
+            existing.save(update_fields=["state", "invited_by", "responded_at"])
+            review = existing
+        else:
+            number = (publication.reviews.aggregate(n=Max("number"))["n"] or 0) + 1
+            review = Review.objects.create(
+                publication=publication, number=number, reviewer=reviewer, invited_by=inviter
+            )
+        latest = publication.versions.order_by("-number").first()
+        title = latest.title if latest else publication.notebook.path
+        notify(
+            [reviewer],
+            kind="invitation",
+            message=lambda _: f"You are invited to review “{title}”. Accept or decline on the review page.",
+            url=f"/reviews/{review.pk}/",
+            actor=inviter,
+        )
+    return review
+
+
+def review_respond(*, review: Review, user: User, accept: bool) -> Review:
+    if review.reviewer_id != user.pk:
+        raise PermissionDenied("Only the invited reviewer can answer the invitation.")
+    if review.state != ReviewState.INVITED:
+        raise ValidationError({"state": f"The invitation was already answered ({review.state})."})
+    with transaction.atomic():
+        review.state = ReviewState.ACCEPTED if accept else ReviewState.DECLINED
+        review.responded_at = timezone.now()
+        review.save(update_fields=["state", "responded_at"])
+        verb = "accepted" if accept else "declined"
+        notify(
+            _members(review.publication, editors_only=True) + ([review.invited_by] if review.invited_by else []),
+            kind="invitation_answer",
+            message=lambda viewer: f"{access.reviewer_name(viewer, review)} {verb} the invitation to review.",
+            url=f"/reviews/{review.pk}/",
+            actor=user,
+        )
+    return review
+
+
+def _require_active_reviewer(review: Review, user: User) -> None:
+    if review.reviewer_id != user.pk:
+        raise PermissionDenied("Only the review's reviewer can do this.")
+    if review.state != ReviewState.ACCEPTED:
+        raise ValidationError({"state": f"Accept the invitation first (the review is {review.state})."})
+
+
+# --- comments -------------------------------------------------------------------------------------
+def comment_add(
+    *,
+    review: Review,
+    user: User,
+    body: str,
+    version: PublicationVersion | None = None,
+    cell_id: str = "",
+    line_start: int | None = None,
+    line_end: int | None = None,
+    output_index: int | None = None,
+    parent: ReviewComment | None = None,
+) -> ReviewComment:
+    """The reviewer opens threads on cells; the reviewer, authors and editors reply."""
+    body = (body or "").strip()
+    if not body:
+        raise ValidationError({"body": "A comment needs text."})
+    publication = review.publication
+    if parent is not None:
+        if parent.review_id != review.pk:
+            raise ValidationError({"parent": "Reply within the same review."})
+        parent = parent.parent or parent  # one level of threading: replies join the root's thread
+        if user.pk != review.reviewer_id and not access.is_author(user, publication):
+            raise PermissionDenied("Only the reviewer, the authors and the editors take part in a review.")
+        if review.state not in (ReviewState.ACCEPTED, ReviewState.SUBMITTED):
+            raise ValidationError({"state": "The review is not open."})
+        with transaction.atomic():
+            comment = ReviewComment.objects.create(
+                review=review, parent=parent, author=user, version=parent.version, body=body
+            )
+            _announce_reply(comment, parent, user)
+        return comment
+
+    _require_active_reviewer(review, user)
+    if version is None:
+        version = publication.versions.order_by("-number").first()
+    if version is None or version.publication_id != publication.pk:
+        raise ValidationError({"version": "Comment on a version of this publication."})
+    anchor = _anchor(version, cell_id, line_start, line_end, output_index)
+    return ReviewComment.objects.create(review=review, author=user, version=version, body=body, **anchor)
+
+
+def _anchor(
+    version: PublicationVersion, cell_id: str, line_start: int | None, line_end: int | None, output_index: int | None
+) -> dict[str, Any]:
+    if not cell_id:
+        if line_start is not None or output_index is not None:
+            raise ValidationError({"cell_id": "Lines and outputs are anchored within a cell: name the cell."})
+        return {}
+    cell = by_id(version_cells(version)).get(cell_id)
+    if cell is None:
+        raise ValidationError({"cell_id": f"Version {version.number} has no cell {cell_id!r}."})
+    if line_start is not None or line_end is not None:
+        start = line_start if line_start is not None else line_end
+        end = line_end if line_end is not None else line_start
+        if start is None or end is None or not 1 <= start <= end <= cell.line_count:
+            raise ValidationError(
+                {"line_start": f"Lines run from 1 to {cell.line_count} in this cell, with line_start <= line_end."}
+            )
+        line_start, line_end = start, end
+    if output_index is not None and not 0 <= output_index < cell.output_count:
+        raise ValidationError({"output_index": f"This cell has {cell.output_count} output(s), numbered from 0."})
+    return {
+        "cell_id": cell.cell_id,
+        "cell_source_sha256": cell.source_sha256,
+        "line_start": line_start,
+        "line_end": line_end,
+        "output_index": output_index,
+    }
+
+
+def _announce_reply(comment: ReviewComment, root: ReviewComment, user: User) -> None:
+    review = comment.review
+    participants = {c.author_id for c in root.replies.all()} | {root.author_id, review.reviewer_id}
+    recipients = list(User.objects.filter(pk__in=[p for p in participants if p]))
+    if user.pk == review.reviewer_id:
+        recipients += _members(review.publication, editors_only=True)
+
+    def message(viewer: User) -> str:
+        who = access.reviewer_name(viewer, review) if user.pk == review.reviewer_id else user.username
+        return f"{who} replied in a review thread."
+
+    notify(recipients, kind="reply", message=message, url=f"/reviews/{review.pk}/#comment-{root.pk}", actor=user)
+
+
+def comment_set_resolved(*, comment: ReviewComment, user: User, resolved: bool) -> ReviewComment:
+    review = comment.review
+    if user.pk != review.reviewer_id and not access.is_author(user, review.publication):
+        raise PermissionDenied("Only the reviewer, the authors and the editors resolve threads.")
+    if comment.parent_id is not None:
+        raise ValidationError({"comment": "Resolve the thread's first comment."})
+    comment.resolved_at = timezone.now() if resolved else None
+    comment.resolved_by = user if resolved else None
+    comment.save(update_fields=["resolved_at", "resolved_by"])
+    return comment
+
+
+# --- rerun, recommendation, decision --------------------------------------------------------------
+def review_rerun(
+    *,
+    review: Review,
+    user: User,
+    version: PublicationVersion | None = None,
+    rtol: float = 1e-9,
+    atol: float = 0.0,
+    repeats: int = 1,
+    requirements: Any = None,
+) -> Reproduction:
+    """A reproduction check of the version's run, started by the reviewer (so it runs on nodes
+    the reviewer may use: their own, shared ones, or the project's) and attached to the review."""
+    _require_active_reviewer(review, user)
+    version = version or review.publication.versions.order_by("-number").first()
+    if version is None or version.publication_id != review.publication_id:
+        raise ValidationError({"version": "Rerun a version of this publication."})
+    with transaction.atomic():
+        reproduction = reproducibility.reproduction_start(
+            original=version.run,
+            user=user,
+            rtol=rtol,
+            atol=atol,
+            repeats=repeats,
+            requirements=requirements,
+            hide_creator=review.publication.review_mode == ReviewMode.SINGLE_BLIND,
+        )
+        review.reproductions.add(reproduction)
+    return reproduction
+
+
+def review_submit(*, review: Review, user: User, recommendation: str, summary: str) -> Review:
+    _require_active_reviewer(review, user)
+    if recommendation not in Recommendation.values:
+        raise ValidationError({"recommendation": f"Choose one of {', '.join(Recommendation.values)}."})
+    summary = (summary or "").strip()
+    if not summary:
+        raise ValidationError({"summary": "Sum the review up for the authors and the editor."})
+    with transaction.atomic():
+        review.state = ReviewState.SUBMITTED
+        review.recommendation = recommendation
+        review.summary = summary
+        review.submitted_at = timezone.now()
+        review.submitted_version = review.publication.versions.order_by("-number").first()
+        review.save(update_fields=["state", "recommendation", "summary", "submitted_at", "submitted_version"])
+        label = Recommendation(recommendation).label.lower()
+        notify(
+            _members(review.publication),
+            kind="review_submitted",
+            message=lambda viewer: f"{access.reviewer_name(viewer, review)} submitted a review: {label}.",
+            url=f"/reviews/{review.pk}/",
+            actor=user,
+        )
+    return review
+
+
+DECISION_STATUS = {
+    Recommendation.ACCEPT: VersionStatus.PUBLISHED,
+    Recommendation.MINOR_REVISION: VersionStatus.REVISION_REQUESTED,
+    Recommendation.MAJOR_REVISION: VersionStatus.REVISION_REQUESTED,
+    Recommendation.REJECT: VersionStatus.REJECTED,
+}
+
+
+def decision_record(*, version: PublicationVersion, editor: User, decision: str, note: str = "") -> PublicationVersion:
+    """The editor's decision on a version in review: accept publishes it."""
+    publication = version.publication
+    if not access.is_editor(editor, publication):
+        raise PermissionDenied("Only an editor (a project owner or maintainer) records the decision.")
+    if decision not in Recommendation.values:
+        raise ValidationError({"decision": f"Choose one of {', '.join(Recommendation.values)}."})
+    with transaction.atomic():
+        version = PublicationVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status != VersionStatus.IN_REVIEW:
+            raise ValidationError({"decision": f"Version {version.number} is not in review ({version.status})."})
+        now = timezone.now()
+        version.decision = decision
+        version.decision_note = (note or "").strip()[:20_000]
+        version.decided_by = editor
+        version.decided_at = now
+        version.status = DECISION_STATUS[Recommendation(decision)]
+        if version.status == VersionStatus.PUBLISHED:
+            version.published_at = now
+        version.save(update_fields=["decision", "decision_note", "decided_by", "decided_at", "status", "published_at"])
+        label = Recommendation(decision).label.lower()
+        notify(
+            _members(publication) + _reviewers(publication),
+            kind="decision",
+            message=lambda _: f"Decision on “{version.title}” version {version.number}: {label}.",
+            url=version.get_absolute_url(),
+            actor=editor,
+        )
+    version.publication = publication
+    return version
+
+
+def badge_for(version: PublicationVersion) -> Reproduction | None:
+    """The latest settled reproduction check of the version's run (by anyone), for its badge."""
+    return (
+        Reproduction.objects.filter(original_id=version.run_id)
+        .filter(~Q(verdict="pending"))
+        .order_by("-finished_at", "-pk")
+        .first()
+    )

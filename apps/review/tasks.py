@@ -1,0 +1,60 @@
+"""Celery tasks: notification e-mails."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="review.send_notification_emails", time_limit=120, soft_time_limit=100)
+def send_notification_emails(notification_ids: list[int]) -> int:
+    """Send each notification's e-mail once (a row is claimed by setting `emailed_at` first, so a
+    duplicate task sends nothing twice)."""
+    from django.conf import settings
+    from django.core.mail import send_mail
+    from django.utils import timezone
+
+    from .models import Notification
+
+    sent = 0
+    for notification in Notification.objects.filter(pk__in=notification_ids, emailed_at__isnull=True).select_related(
+        "user"
+    ):
+        claimed = Notification.objects.filter(pk=notification.pk, emailed_at__isnull=True).update(
+            emailed_at=timezone.now()
+        )
+        if not claimed or not notification.user.email:
+            continue
+        link = f"{settings.REPROLAB_SITE_URL.rstrip('/')}{notification.url}" if notification.url else ""
+        try:
+            send_mail(
+                subject=f"[ReproLab] {notification.message[:120]}",
+                message=f"{notification.message}\n\n{link}\n".strip() + "\n",
+                from_email=settings.DEFAULT_FROM_EMAIL,
+                recipient_list=[notification.user.email],
+            )
+        except Exception:
+            # Give the row back for the sweep to retry; the in-site notice is there already.
+            Notification.objects.filter(pk=notification.pk).update(emailed_at=None)
+            logger.warning("Could not e-mail notification %s", notification.pk, exc_info=True)
+            continue
+        sent += 1
+    return sent
+
+
+@shared_task(name="review.send_pending_emails", time_limit=300, soft_time_limit=240)
+def send_pending_emails() -> int:
+    """The reconciler: e-mail notifications whose task was lost (broker down at commit)."""
+    from django.utils import timezone
+
+    from .models import Notification
+
+    stale = timezone.now() - timedelta(minutes=2)
+    ids = list(
+        Notification.objects.filter(emailed_at__isnull=True, created_at__lt=stale).values_list("pk", flat=True)[:500]
+    )
+    return send_notification_emails(ids) if ids else 0
