@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -50,6 +51,13 @@ def has_upload_role(user: Any, publication: Publication) -> bool:
 def is_editor(user: Any, publication: Publication) -> bool:
     role = _role(user, publication)
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.MAINTAINER]
+
+
+def can_invite(user: Any, publication: Publication) -> bool:
+    """Authors or editors invite reviewers; in single-blind review, editors only."""
+    if publication.review_mode == ReviewMode.SINGLE_BLIND:
+        return is_editor(user, publication)
+    return is_author(user, publication)
 
 
 def review_of(user: Any, publication: Publication) -> Review | None:
@@ -138,3 +146,47 @@ def get_review_for(user: Any, review_id: int) -> Review:
     ):
         raise Http404("No such review.")
     return review
+
+
+# Home directories name their user: /home/<name>/, /Users/<name>/, C:\Users\<name>\.
+HOME_PATH = re.compile(r"(?i)(/home/|/users/|[a-z]:\\users\\)[^/\\\s'\"]+")
+
+
+def identity_markers(review: Review) -> list[str]:
+    """Strings that would name a reviewer: their username, e-mail, names, and the names and
+    hostnames of their nodes (a rerun's output or error can carry any of them)."""
+    from apps.compute.models import Node
+
+    user = review.reviewer
+    markers = {user.username, user.email, user.email.split("@")[0], user.first_name, user.last_name}
+    for name, capabilities in Node.objects.filter(owner=user).values_list("name", "capabilities"):
+        markers.add(name)
+        if isinstance(capabilities, dict):
+            markers.add(str(capabilities.get("hostname") or ""))
+    return sorted((m for m in markers if len(m) >= 3), key=len, reverse=True)
+
+
+def redact_identity(data: Any, markers: list[str]) -> Any:
+    """`data` (JSON-like) with the markers and home-directory names replaced, for viewers who
+    may not know who reviewed. Verdicts, statuses and numbers are untouched."""
+    if isinstance(data, str):
+        text = HOME_PATH.sub(r"\1[reviewer]", data)
+        for marker in markers:
+            text = re.sub(re.escape(marker), "[reviewer]", text, flags=re.IGNORECASE)
+        return text
+    if isinstance(data, list):
+        return [redact_identity(item, markers) for item in data]
+    if isinstance(data, dict):
+        return {key: redact_identity(value, markers) for key, value in data.items()}
+    return data
+
+
+def rerun_evidence_for(viewer: Any, review: Review) -> list[dict[str, Any]]:
+    """The review's reruns as `viewer` may see them."""
+    from .serializers import reproduction_evidence
+
+    evidence = [reproduction_evidence(r) for r in review.reproductions.order_by("-pk")]
+    if sees_identity(viewer, review):
+        return evidence
+    redacted: list[dict[str, Any]] = redact_identity(evidence, identity_markers(review))
+    return redacted

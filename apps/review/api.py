@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -117,6 +117,8 @@ class PublicationVersionsApi(APIView):
     @extend_schema(request=VersionWriteSerializer, responses={201: VersionSerializer})
     def post(self, request: Request, publication_id: int) -> Response:
         publication = access.get_publication_for(request.user, publication_id)
+        if not access.has_upload_role(request.user, publication):  # before any id is looked up
+            raise PermissionDenied("Only the project's members (member role or higher) can add a version.")
         data = validated(VersionWriteSerializer, request.data)
         version = services.publication_add_version(
             publication=publication, user=authenticated_user(request), **_version_inputs(publication.project, data)
@@ -259,7 +261,7 @@ class CommentsApi(APIView):
 class CommentResolveApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=dict, operation_id="v1_reviews_comments_resolve_or_reopen")
     def post(self, request: Request, review_id: int, comment_id: int, action: str) -> Response:
         review = access.get_review_for(request.user, review_id)
         comment = ReviewComment.objects.filter(pk=comment_id, review=review).select_related("review").first()

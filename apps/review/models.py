@@ -88,7 +88,13 @@ class PublicationVersion(models.Model):
         return f"publication {self.publication_id} v{self.number}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.pk is not None and not self._state.adding:
+        if self._state.adding:
+            # A new object is always an INSERT: one built with an existing row's pk must not
+            # overwrite that version.
+            if self.pk is not None and type(self).objects.filter(pk=self.pk).exists():
+                raise ImmutableVersion("A publication version cannot be replaced; publish a new version.")
+            kwargs["force_insert"] = True
+        else:
             fields = kwargs.get("update_fields")
             if fields is None or not set(fields) <= self.MUTABLE_FIELDS:
                 raise ImmutableVersion("A publication version cannot be edited; publish a new version.")

@@ -174,7 +174,7 @@ class ReviewSerializer(serializers.Serializer):
         return access.reviewer_name(self.context["request"].user, review)
 
     def get_reruns(self, review: Review) -> list[dict[str, Any]]:
-        return [reproduction_evidence(r) for r in review.reproductions.order_by("pk")]
+        return access.rerun_evidence_for(self.context["request"].user, review)
 
     def get_comments_url(self, review: Review) -> str:
         return self.context["request"].build_absolute_uri(reverse("api-review-comments", args=[review.pk]))

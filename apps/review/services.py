@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.compute.models import Run, RunState
-from apps.projects.models import DatasetVersion, NotebookVersion, Project, spdx_validator
+from apps.core.licenses import spdx_license_id
+from apps.projects.models import DatasetVersion, NotebookVersion, Project
 from apps.projects.permissions import CAN_UPLOAD, require_role
 from apps.reproducibility import services as reproducibility
 from apps.reproducibility.models import Reproduction
@@ -57,11 +58,12 @@ def clean_metadata(*, title: str, authors: Any, license: str, abstract: str = ""
         errors["license"] = (
             "A publication needs a license (an SPDX id such as CC-BY-4.0): without one nobody may reuse it."
         )
+    elif (canonical := spdx_license_id(license)) is None:
+        errors["license"] = (
+            f"{license!r} is not an SPDX license id (see https://spdx.org/licenses/; e.g. MIT, CC-BY-4.0)."
+        )
     else:
-        try:
-            spdx_validator(license)
-        except ValidationError:
-            errors["license"] = f"{license!r} is not an SPDX license id (e.g. MIT, CC-BY-4.0)."
+        license = canonical
     cleaned_authors = []
     if not isinstance(authors, list) or not authors:
         errors["authors"] = "List at least one author: [{'given_names': ..., 'family_names': ..., 'orcid': ...}]."
@@ -264,8 +266,14 @@ def _find_user(who: str) -> User:
 def review_invite(*, publication: Publication, inviter: User, who: str) -> Review:
     """Authors or editors invite a reviewer by username or e-mail address. Members of the
     project cannot review it (they are its authors)."""
-    if not access.is_author(inviter, publication):
-        raise PermissionDenied("Only the authors or editors invite reviewers.")
+    if not access.can_invite(inviter, publication):
+        # In single-blind review an author's invitation would name the reviewer to them (and
+        # "already invited" would answer "who reviews this?"): the editors choose reviewers.
+        raise PermissionDenied(
+            "Only the editors (owners, maintainers) invite reviewers in single-blind review."
+            if access.is_author(inviter, publication)
+            else "Only the authors or editors invite reviewers."
+        )
     reviewer = _find_user(who)
     if access.is_author(reviewer, publication):
         raise ValidationError({"reviewer": f"{who} is a member of the project: authors cannot review their own work."})

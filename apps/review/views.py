@@ -33,7 +33,7 @@ from .forms import PublishForm
 from .metadata import citation_meta, publication_datacite, publication_ld, signposting_links
 from .models import Notification, PublicationVersion, Review, ReviewComment, ReviewState
 from .notebook_diff import diff_summary, notebook_diff
-from .serializers import comment_data, reproduction_evidence
+from .serializers import comment_data
 
 
 def _error_text(error: ValidationError) -> str:
@@ -67,6 +67,7 @@ def landing(request: HttpRequest, publication_id: int, number: int) -> HttpRespo
         "structured_data": publication_ld(request, version) if version.is_published else None,
         "is_editor": access.is_editor(user, publication),
         "is_author": access.is_author(user, publication),
+        "can_invite": access.can_invite(user, publication),
         "my_review": access.review_of(user, publication),
         "reviews": [
             {"review": r, "name": access.reviewer_name(user, r)}
@@ -211,6 +212,8 @@ def publish(request: HttpRequest, slug: str, path: str) -> HttpResponse:
     notebook = get_object_or_404(Notebook, project=project, path=path)
     publication = None
     if request.GET.get("publication"):
+        if not request.GET["publication"].isdigit():
+            raise Http404("No such publication.")
         publication = access.get_publication_for(request.user, int(request.GET["publication"]))
         if publication.notebook_id != notebook.pk:
             raise Http404("No such publication of this notebook.")
@@ -297,7 +300,7 @@ def _review_context(request: HttpRequest, review: Review) -> dict[str, Any]:
         "cells": [{"cell": c, "threads": threads.get(c.cell_id, [])} for c in cells],
         "general": threads.get("", []),
         "orphaned": orphaned,
-        "reruns": [reproduction_evidence(r) for r in review.reproductions.order_by("-pk")],
+        "reruns": access.rerun_evidence_for(user, review),
     }
 
 

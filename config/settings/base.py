@@ -172,6 +172,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "MemberRoleEnum": "apps.projects.models.Role",
         "InputRoleEnum": ["notebook", "data"],
+        "RecommendationEnum": "apps.review.models.Recommendation",
     },
 }
 

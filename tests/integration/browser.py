@@ -31,3 +31,12 @@ def in_orm_thread(query):
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(run).result()
+
+
+def log_in(page, base_url: str, username: str, password: str) -> None:
+    """Log in through the login form, as a person would."""
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -36,13 +37,24 @@ class Stack:
     project: Project
     nodes: dict[str, Node]
     agents: dict[str, subprocess.Popen]
+    mail_dir: Path  # e-mails the Celery worker sends land here (Django's file backend)
 
-    def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | bytes]:
+    def mails(self) -> list[str]:
+        """Every message sent so far (the file backend writes a file per connection, messages
+        separated by a line of dashes)."""
+        separator = "\n" + "-" * 79 + "\n"
+        texts = [path.read_text() for path in sorted(self.mail_dir.glob("*.log"))]
+        return [m for text in texts for m in text.split(separator) if m.strip()]
+
+    def api(
+        self, method: str, path: str, body: dict | None = None, *, token: str | None = None
+    ) -> tuple[int, dict | bytes]:
+        """Call the API as the stack's user, or as whoever `token` belongs to."""
         request = urllib.request.Request(
             self.url + path,
             data=json.dumps(body).encode() if body is not None else None,
             method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -78,7 +90,15 @@ def stack(transactional_db, require_redis, tmp_path):
     nodes = {name: compute.node_register(owner=owner, name=name, max_concurrency=1) for name in ("alpha", "beta")}
     with ExitStack() as stack:
         url = stack.enter_context(daphne_server(**FAST_LEASES))
-        stack.enter_context(celery_worker(beat=True, **FAST_LEASES))
+        mail_dir = tmp_path / "mail"
+        stack.enter_context(
+            celery_worker(
+                beat=True,
+                EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+                EMAIL_FILE_PATH=str(mail_dir),
+                **FAST_LEASES,
+            )
+        )
         agents = {}
         for name, registered in nodes.items():
             agents[name] = stack.enter_context(
@@ -89,4 +109,4 @@ def stack(transactional_db, require_redis, tmp_path):
             timeout=30,
             what="both agents to say hello",
         )
-        yield Stack(url, owner, make_token(owner), project, {n: r.node for n, r in nodes.items()}, agents)
+        yield Stack(url, owner, make_token(owner), project, {n: r.node for n, r in nodes.items()}, agents, mail_dir)

@@ -6,7 +6,7 @@ import pytest
 from apps.projects.models import NotebookVersion
 from tests.factories import PASSWORD, make_user, notebook_bytes
 
-from .browser import in_orm_thread
+from .browser import in_orm_thread, log_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -27,11 +27,7 @@ def test_researcher_creates_project_uploads_and_sees_rendered_notebook(rita, liv
     )
     page = browser_page
 
-    page.goto(f"{live_server_url}/accounts/login/")
-    page.fill("input[name=username]", "rita")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server_url}/")
+    log_in(page, live_server_url, "rita", PASSWORD)
 
     page.click("text=New project")
     page.fill("input[name=name]", "Population growth")

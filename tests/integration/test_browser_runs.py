@@ -23,7 +23,7 @@ from apps.compute.models import Node, Run
 from apps.projects import services as project_services
 from tests.factories import PASSWORD, make_user
 
-from .browser import ARTIFACTS, in_orm_thread
+from .browser import ARTIFACTS, in_orm_thread, log_in
 from .servers import ROOT, stopping
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -95,11 +95,7 @@ def test_run_from_notebook_page_and_watch_it_live(lab, live_server_url, browser_
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
     page.add_init_script(OBSERVER)
 
-    page.goto(f"{live_server_url}/accounts/login/")
-    page.fill("input[name=username]", "rosa")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server_url}/")
+    log_in(page, live_server_url, "rosa", PASSWORD)
 
     page.goto(f"{live_server_url}/p/slow-lab/notebooks/slow.ipynb")
     assert page.input_value("input[name=param_label]") == '"demo"'
@@ -262,11 +258,7 @@ def test_run_page_resyncs_after_lost_messages_and_reconnects(require_redis, clai
         server.on_message(from_server)
 
     page.route_web_socket(re.compile(r".*/ws/runs/\d+/$"), route)
-    page.goto(f"{live_server_url}/accounts/login/")
-    page.fill("input[name=username]", "rosa")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server_url}/")
+    log_in(page, live_server_url, "rosa", PASSWORD)
     page.goto(f"{live_server_url}/runs/{lease.run_id}/")
     page.evaluate("window.__samePage = 'yes'")
 
