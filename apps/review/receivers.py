@@ -2,13 +2,14 @@
 
 from typing import Any
 
+from django.db.models.signals import m2m_changed
 from django.dispatch import receiver
 
 from apps.reproducibility.models import Reproduction
 from apps.reproducibility.signals import reproduction_settled
 
 from . import access
-from .models import Review
+from .models import ImmutableVersion, PublicationVersion, Review
 from .notifications import notify
 
 
@@ -26,3 +27,12 @@ def announce_rerun_verdict(sender: Any, reproduction: Reproduction, **kwargs: An
             url=f"/reviews/{review.pk}/",
             actor=None,
         )
+
+
+@receiver(m2m_changed, sender=PublicationVersion.datasets.through)
+def keep_version_datasets(sender: Any, instance: Any, action: str, reverse: bool, **kwargs: Any) -> None:
+    """A version's related datasets are part of its record: set once, when it is created."""
+    if not action.startswith("pre_"):
+        return
+    if reverse or not getattr(instance, "_setting_datasets", False):
+        raise ImmutableVersion("A publication version's datasets cannot change; publish a new version.")

@@ -157,7 +157,9 @@ def _add_version(
         published_at=None if submit_for_review else now,
         created_by=user,
     )
+    version._setting_datasets = True  # type: ignore[attr-defined]  # the one time they may be set
     version.datasets.set(datasets)
+    del version._setting_datasets  # type: ignore[attr-defined]
     return version
 
 

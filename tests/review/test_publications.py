@@ -7,6 +7,7 @@ API calls use a Bearer token (`client_for`); pages use a session (`web`)."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable
@@ -878,3 +879,22 @@ def test_publish_form_new_version_of_an_existing_publication(team, published):
     assert Publication.objects.count() == 1
     assert PublicationVersion.objects.get(number=2).title == "Revised"
     assert PublicationVersion.objects.get(number=1).title == "Noise in the Analytical Engine"
+
+
+def test_a_versions_related_datasets_cannot_change_after_it_is_created(published, private_project, team):
+    """The related datasets are part of the citable record, like the title."""
+    from apps.projects import services as projects
+
+    dataset = projects.dataset_create(project=private_project, name="extra", creator=team["owner"])
+    stream = io.BytesIO(b"a,b\n")
+    stream.name = "x.csv"
+    version, _ = projects.dataset_add_files(
+        dataset=dataset, files=[projects.IncomingFile(path="x.csv", content=stream)], uploader=team["owner"]
+    )
+    with pytest.raises(ImmutableVersion), transaction.atomic():
+        published.datasets.add(version)
+    with pytest.raises(ImmutableVersion), transaction.atomic():
+        version.publication_versions.add(published)
+    with pytest.raises(ImmutableVersion), transaction.atomic():
+        published.datasets.clear()
+    assert list(published.datasets.all()) == []
