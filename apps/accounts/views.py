@@ -3,6 +3,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from .forms import SignupForm, TokenCreateForm
@@ -13,12 +14,15 @@ from .services import api_token_create, api_token_revoke
 
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = ""  # only back into this site (an invitation link, say)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, f"Welcome to ReproLab, {user.username}.")
-        return redirect("projects:list")
-    return render(request, "accounts/signup.html", {"form": form})
+        return redirect(next_url or "projects:list")
+    return render(request, "accounts/signup.html", {"form": form, "next": next_url})
 
 
 @login_required

@@ -119,7 +119,12 @@ def sees_identity(viewer: Any, review: Review) -> bool:
 
 
 def reviewer_name(viewer: Any, review: Review) -> str:
-    """What this viewer may know of who wrote the review."""
+    """What this viewer may know of who wrote the review. An invitation still waiting at an
+    e-mail address shows the address to editors only (it is a person's address, not a name)."""
+    if review.reviewer is None:
+        if is_editor(viewer, review.publication):
+            return f"{review.alias} (invited at {review.invited_email})"
+        return f"{review.alias} (invited by e-mail)"
     return review.reviewer.username if sees_identity(viewer, review) else review.alias
 
 
@@ -158,7 +163,11 @@ def identity_markers(review: Review) -> list[str]:
     from apps.compute.models import Node
 
     user = review.reviewer
-    markers = {user.username, user.email, user.email.split("@")[0], user.first_name, user.last_name}
+    address = user.email if user else review.invited_email
+    markers = {address, address.split("@")[0]}
+    if user is None:
+        return sorted((m for m in markers if len(m) >= 3), key=len, reverse=True)
+    markers |= {user.username, user.first_name, user.last_name}
     for name, capabilities in Node.objects.filter(owner=user).values_list("name", "capabilities"):
         markers.add(name)
         if isinstance(capabilities, dict):

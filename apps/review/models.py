@@ -119,7 +119,13 @@ class Review(models.Model):
     publication = models.ForeignKey(Publication, on_delete=models.CASCADE, related_name="reviews")
     # Numbered per publication: "Reviewer 2" is who authors see in single-blind mode.
     number = models.PositiveSmallIntegerField()
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews")
+    # None while an invitation sent to an e-mail address without an account waits to be taken:
+    # whoever opens its link (the token, stored hashed) signed in takes it.
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="reviews"
+    )
+    invited_email = models.EmailField(blank=True)
+    invitation_token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     state = models.CharField(max_length=10, choices=ReviewState.choices, default=ReviewState.INVITED)
     recommendation = models.CharField(max_length=20, choices=Recommendation.choices, blank=True)
@@ -138,6 +144,15 @@ class Review(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["publication", "reviewer"], name="one_review_per_reviewer"),
             models.UniqueConstraint(fields=["publication", "number"], name="unique_review_number"),
+            models.UniqueConstraint(
+                fields=["publication", "invited_email"],
+                condition=models.Q(reviewer__isnull=True),
+                name="one_open_invitation_per_address",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(reviewer__isnull=False) | ~models.Q(invited_email=""),
+                name="review_has_reviewer_or_address",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -19,7 +19,7 @@ def announce_rerun_verdict(sender: Any, reproduction: Reproduction, **kwargs: An
     for review in Review.objects.filter(reproductions=reproduction).select_related("publication", "reviewer"):
         editors = [m.user for m in review.publication.project.memberships.select_related("user")]
         notify(
-            [review.reviewer, *editors],
+            [*([review.reviewer] if review.reviewer else []), *editors],
             kind="rerun_verdict",
             message=lambda viewer, review=review: (  # type: ignore[misc]
                 f"The rerun requested by {access.reviewer_name(viewer, review)} settled: {verdict}."

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -13,6 +15,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.compute.models import Run, RunState
 from apps.core.licenses import spdx_license_id
+from apps.core.secrets import hash_secret, new_secret
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 from apps.projects.permissions import CAN_UPLOAD, require_role
 from apps.reproducibility import services as reproducibility
@@ -32,6 +35,8 @@ from .models import (
     VersionStatus,
 )
 from .notifications import notify
+
+logger = logging.getLogger(__name__)
 
 MAX_KEYWORDS = 20
 MAX_AUTHORS = 100
@@ -249,25 +254,29 @@ def _announce_version(version: PublicationVersion, user: User) -> None:
 
 
 # --- reviewers ------------------------------------------------------------------------------------
-def _find_user(who: str) -> User:
+def _find_user(who: str) -> User | None:
+    """The active account named by username or e-mail address; None for an e-mail address no
+    account uses (that person is invited by e-mail)."""
     who = (who or "").strip()
     if not who:
         raise ValidationError({"reviewer": "Name a reviewer by username or e-mail address."})
-    user = (
-        User.objects.filter(email__iexact=who, is_active=True).first()
-        if "@" in who
-        else User.objects.filter(username__iexact=who, is_active=True).first()
-    )
+    if "@" in who:
+        try:
+            validate_email(who)
+        except ValidationError:
+            raise ValidationError({"reviewer": f"{who!r} is not an e-mail address."}) from None
+        return User.objects.filter(email__iexact=who, is_active=True).order_by("pk").first()
+    user = User.objects.filter(username__iexact=who, is_active=True).first()
     if user is None:
-        raise ValidationError(
-            {"reviewer": f"No ReproLab account has the {'address' if '@' in who else 'username'} {who!r}."}
-        )
+        raise ValidationError({"reviewer": f"No ReproLab account has the username {who!r}."})
     return user
 
 
 def review_invite(*, publication: Publication, inviter: User, who: str) -> Review:
-    """Authors or editors invite a reviewer by username or e-mail address. Members of the
-    project cannot review it (they are its authors)."""
+    """Authors or editors invite a reviewer by username or e-mail address (in single-blind
+    review, editors only). Members of the project cannot review it (they are its authors). An
+    address without an account gets an e-mail with a link that whoever opens it signed in takes;
+    inviting that address again sends a fresh link."""
     if not access.can_invite(inviter, publication):
         # In single-blind review an author's invitation would name the reviewer to them (and
         # "already invited" would answer "who reviews this?"): the editors choose reviewers.
@@ -277,10 +286,12 @@ def review_invite(*, publication: Publication, inviter: User, who: str) -> Revie
             else "Only the authors or editors invite reviewers."
         )
     reviewer = _find_user(who)
-    if access.is_author(reviewer, publication):
+    if reviewer is not None and access.is_author(reviewer, publication):
         raise ValidationError({"reviewer": f"{who} is a member of the project: authors cannot review their own work."})
     with transaction.atomic():
         Publication.objects.select_for_update().get(pk=publication.pk)
+        if reviewer is None:
+            return _invite_address(publication, inviter, who.strip().lower())
         existing = publication.reviews.filter(reviewer=reviewer).first()
         if existing is not None and existing.state != ReviewState.DECLINED:
             raise ValidationError({"reviewer": f"{who} is already invited ({existing.state})."})
@@ -289,12 +300,10 @@ def review_invite(*, publication: Publication, inviter: User, who: str) -> Revie
             existing.save(update_fields=["state", "invited_by", "responded_at"])
             review = existing
         else:
-            number = (publication.reviews.aggregate(n=Max("number"))["n"] or 0) + 1
             review = Review.objects.create(
-                publication=publication, number=number, reviewer=reviewer, invited_by=inviter
+                publication=publication, number=_next_number(publication), reviewer=reviewer, invited_by=inviter
             )
-        latest = publication.versions.order_by("-number").first()
-        title = latest.title if latest else publication.notebook.path
+        title = publication_title(publication)
         notify(
             [reviewer],
             kind="invitation",
@@ -303,6 +312,75 @@ def review_invite(*, publication: Publication, inviter: User, who: str) -> Revie
             actor=inviter,
         )
     return review
+
+
+def _next_number(publication: Publication) -> int:
+    return (publication.reviews.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def publication_title(publication: Publication) -> str:
+    latest = publication.versions.order_by("-number").first()
+    return latest.title if latest else publication.notebook.path
+
+
+def _invite_address(publication: Publication, inviter: User, address: str) -> Review:
+    review = publication.reviews.filter(reviewer__isnull=True, invited_email=address).first()
+    if review is None:
+        review = Review.objects.create(
+            publication=publication, number=_next_number(publication), invited_email=address, invited_by=inviter
+        )
+    elif review.state != ReviewState.INVITED:  # declined through an earlier link: invite again
+        review.state, review.invited_by, review.responded_at = ReviewState.INVITED, inviter, None
+        review.save(update_fields=["state", "invited_by", "responded_at"])
+    review_id = review.pk
+    transaction.on_commit(lambda: _queue_invitation_email(review_id))
+    return review
+
+
+def _queue_invitation_email(review_id: int) -> None:
+    from .tasks import send_reviewer_invitation
+
+    try:
+        send_reviewer_invitation.delay(review_id)
+    except Exception:  # the broker is down: inviting the address again sends a fresh link
+        logger.warning("Could not queue the invitation e-mail of review %s", review_id, exc_info=True)
+
+
+def invitation_issue_token(review: Review) -> str:
+    """A fresh link token for an e-mail invitation (the previous link stops working)."""
+    secret = new_secret("rli_")
+    Review.objects.filter(pk=review.pk).update(invitation_token_hash=secret.hash)
+    return secret.raw
+
+
+def invitation_for_token(raw: str) -> Review | None:
+    if not raw.startswith("rli_"):
+        return None
+    return (
+        Review.objects.filter(invitation_token_hash=hash_secret(raw), reviewer__isnull=True, state=ReviewState.INVITED)
+        .select_related("publication__project", "publication__notebook")
+        .first()
+    )
+
+
+def invitation_take(*, review: Review, user: User, accept: bool) -> Review:
+    """The person who received an e-mail invitation answers it with their account."""
+    with transaction.atomic():
+        review = Review.objects.select_for_update().get(pk=review.pk)
+        if review.reviewer_id is not None or review.state != ReviewState.INVITED:
+            raise ValidationError({"invitation": "This invitation was already answered."})
+        publication = review.publication
+        if access.is_author(user, publication):
+            raise ValidationError(
+                {"invitation": "You are a member of the project: authors cannot review their own work."}
+            )
+        if publication.reviews.filter(reviewer=user).exclude(state=ReviewState.DECLINED).exists():
+            raise ValidationError({"invitation": "You already review this publication."})
+        publication.reviews.filter(reviewer=user, state=ReviewState.DECLINED).delete()  # one review per person
+        review.reviewer = user
+        review.invitation_token_hash = ""
+        review.save(update_fields=["reviewer", "invitation_token_hash"])
+        return review_respond(review=review, user=user, accept=accept)
 
 
 def review_respond(*, review: Review, user: User, accept: bool) -> Review:

@@ -58,3 +58,36 @@ def send_pending_emails() -> int:
         Notification.objects.filter(emailed_at__isnull=True, created_at__lt=stale).values_list("pk", flat=True)[:500]
     )
     return send_notification_emails(ids) if ids else 0
+
+
+@shared_task(name="review.send_reviewer_invitation", time_limit=60, soft_time_limit=50)
+def send_reviewer_invitation(review_id: int) -> bool:
+    """E-mail an invitation to an address without an account, with a fresh link (the token is
+    made here, so no secret travels through the broker)."""
+    from django.conf import settings
+    from django.core.mail import send_mail
+
+    from .models import Review, ReviewState
+    from .services import invitation_issue_token, publication_title
+
+    review = (
+        Review.objects.filter(pk=review_id, reviewer__isnull=True, state=ReviewState.INVITED)
+        .select_related("publication__notebook", "invited_by")
+        .first()
+    )
+    if review is None:
+        return False
+    token = invitation_issue_token(review)
+    link = f"{settings.REPROLAB_SITE_URL.rstrip('/')}/reviews/invitation/{token}/"
+    inviter = review.invited_by.username if review.invited_by else "An editor"
+    send_mail(
+        subject=f"[ReproLab] Invitation to review “{publication_title(review.publication)}”",
+        message=(
+            f"{inviter} invites you to review “{publication_title(review.publication)}” on ReproLab.\n\n"
+            f"Open this link, signed in (or sign up first), to accept or decline:\n{link}\n\n"
+            "The link works once; anyone who has it can take the invitation, so keep it to yourself.\n"
+        ),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        recipient_list=[review.invited_email],
+    )
+    return True

@@ -24,5 +24,6 @@ urlpatterns = [
     path("p/<slug:slug>/publish/<path:path>", views.publish, name="publish"),
     path("reviews/", views.my_reviews, name="my-reviews"),
     path("reviews/<int:review_id>/", views.review_desk, name="review"),
+    path("reviews/invitation/<str:token>/", views.invitation, name="invitation"),
     path("notifications/", views.notifications, name="notifications"),
 ]

@@ -381,6 +381,25 @@ def _review_action(request: HttpRequest, review: Review) -> None:
         raise ValidationError("Unknown action.")
 
 
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """An invitation sent to an e-mail address: whoever opens the link signed in may take it.
+    The link is the secret, so nothing about the publication shows without it."""
+    review = services.invitation_for_token(token)
+    if review is None:
+        return render(request, "review/invitation.html", {"review": None}, status=404)
+    if request.method == "POST" and request.user.is_authenticated:
+        try:
+            review = services.invitation_take(
+                review=review, user=authenticated_user(request), accept=request.POST.get("action") == "accept"
+            )
+        except ValidationError as error:
+            messages.error(request, _error_text(error))
+            return redirect(request.path)
+        return redirect("review:review", review_id=review.pk) if review.state == "accepted" else redirect("/")
+    context = {"review": review, "title": services.publication_title(review.publication), "next": request.path}
+    return render(request, "review/invitation.html", context)
+
+
 @login_required
 def my_reviews(request: HttpRequest) -> HttpResponse:
     reviews = Review.objects.filter(reviewer=authenticated_user(request)).exclude(state=ReviewState.DECLINED)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.files.storage import default_storage
@@ -29,7 +31,7 @@ from apps.review.models import (
     VersionStatus,
 )
 from apps.review.tasks import send_notification_emails
-from tests.factories import make_user, upload_notebook
+from tests.factories import PASSWORD, make_user, upload_notebook
 from tests.review.conftest import metadata, publish, revise, succeeded_run
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -123,11 +125,11 @@ def test_invite_by_username_or_email_creates_the_invitation(in_review, team, rev
     ("who", "message"),
     [
         ("nobody", "No ReproLab account has the username 'nobody'."),
-        ("nobody@example.org", "No ReproLab account has the address 'nobody@example.org'."),
+        ("nobody@", "'nobody@' is not an e-mail address."),
     ],
 )
 def test_invite_unknown_user_is_400_with_a_message(in_review, team, client_for, who, message):
-    """Inviting someone without an account says so, naming what was looked up."""
+    """An unknown username, or something that is not an address, is refused with a message."""
     response = invite(in_review.publication_id, team["owner"], who, client_for)
     assert response.status_code == 400
     assert response.json()["reviewer"] == [message]
@@ -917,3 +919,78 @@ def test_review_desk_is_hidden_from_outsiders(in_review, team, reviewer, client)
     client.post(url, {"action": "accept"})
     review.refresh_from_db()
     assert review.state == ReviewState.INVITED
+
+
+# --- invitations to e-mail addresses without an account --------------------------------------------------
+def _invitation_path(mailbox) -> str:
+    """The path of the link in the (one) invitation e-mail."""
+    [message] = [m for m in mailbox if "Invitation to review" in m.subject]
+    found = re.search(r"http://\S+/reviews/invitation/rli_[^/\s]+/", message.body)
+    assert found is not None, message.body
+    return urlsplit(found.group(0)).path
+
+
+def test_an_address_without_an_account_gets_a_link_that_the_person_takes_after_signing_up(
+    in_review, team, client_for, client, mailoutbox
+):
+    """Journal-style: the editor invites an external expert by e-mail; they sign up through the
+    link and become the reviewer (the link works once)."""
+    from apps.review.tasks import send_reviewer_invitation
+
+    response = invite(in_review.publication_id, team["owner"], "Expert@Example.org ", client_for)
+    assert response.status_code == 201, response.json()
+    review = Review.objects.get()
+    assert (review.reviewer, review.invited_email, review.state) == (None, "expert@example.org", "invited")
+    assert response.json()["reviewer"] == "Reviewer 1 (invited at expert@example.org)"  # the owner is an editor
+    send_reviewer_invitation(review.pk)  # as the Celery worker does after the commit
+    path = _invitation_path(mailoutbox)
+    assert mailoutbox[-1].to == ["expert@example.org"]
+
+    anonymous = client.get(path)
+    assert anonymous.status_code == 200
+    assert "Log in" in anonymous.content.decode()
+    assert "Noise in the Analytical Engine" in anonymous.content.decode()
+
+    signup = client.post(
+        f"/accounts/signup/?next={path}",
+        {
+            "username": "expert",
+            "email": "expert@example.org",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+            "next": path,
+        },
+    )
+    assert signup.status_code == 302
+    assert signup["Location"] == path
+    taken = client.post(path, {"action": "accept"})
+    assert taken.status_code == 302
+    review.refresh_from_db()
+    assert review.reviewer is not None
+    assert (review.reviewer.username, review.state, review.invitation_token_hash) == ("expert", "accepted", "")
+    assert client.get(f"/pub/{in_review.publication_id}/v1").status_code == 200  # the unpublished version
+    assert client.get(path).status_code == 404  # used once
+
+
+def test_an_invitation_link_is_refused_to_authors_and_a_new_link_replaces_the_old(
+    in_review, team, client_for, client, mailoutbox
+):
+    from apps.review.tasks import send_reviewer_invitation
+
+    invite(in_review.publication_id, team["owner"], "expert@example.org", client_for)
+    review = Review.objects.get()
+    send_reviewer_invitation(review.pk)
+    first = _invitation_path(mailoutbox)
+    mailoutbox.clear()
+    assert invite(in_review.publication_id, team["owner"], "expert@example.org", client_for).status_code == 201
+    assert Review.objects.count() == 1  # the same invitation, sent again
+    send_reviewer_invitation(review.pk)
+    second = _invitation_path(mailoutbox)
+    assert first != second
+    client.force_login(team["member"])
+    assert client.get(first).status_code == 404  # replaced
+    refused = client.post(second, {"action": "accept"}, follow=True)
+    assert "authors cannot review their own work" in refused.content.decode()
+    review.refresh_from_db()
+    assert (review.reviewer, review.state) == (None, "invited")
+    assert client.get("/reviews/invitation/rli_not-a-token/").status_code == 404

@@ -378,6 +378,7 @@ NOT_REVIEW_SURFACES: dict[str, str] = {
     "compute:run-submit": "POST only: submits one's own run",
     "review:invite": "POST only: the form behind api-publication-invite (redirects)",
     "review:publish": "the publish form: notebook versions and runs of the project",
+    "review:invitation": "an e-mail invitation's link: needs its secret token, shows only the title",
     "projects:create": "the new-project form",
     "projects:notebook-upload": "POST only: uploads a notebook",
     "projects:dataset-create": "POST only: creates a dataset",
