@@ -13,14 +13,13 @@ EDITOR_ROLES = (Role.OWNER, Role.MAINTAINER)
 
 
 def runs_visible_to(user: Any) -> QuerySet[Run]:
-    """Runs of the projects the user may see, and the runs the user started (a reviewer's reruns
-    of a publication in a private project). Runs whose creator is hidden (single-blind review)
-    are visible only to their creator and the project's editors."""
-    visible = Q(project__in=Project.objects.visible_to(user).values("pk"))
+    """Runs of the projects the user may see. Runs whose creator is hidden (a single-blind
+    reviewer's reruns) only to their creator and the project's editors."""
+    runs = Run.objects.filter(project__in=Project.objects.visible_to(user).values("pk"))
     if not user.is_authenticated:
-        return Run.objects.filter(visible, creator_hidden=False)
+        return runs.filter(creator_hidden=False)
     editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
-    return Run.objects.filter((visible & (Q(creator_hidden=False) | Q(project__in=editing))) | Q(created_by=user))
+    return runs.filter(Q(creator_hidden=False) | Q(created_by=user) | Q(project__in=editing))
 
 
 def runs_for_listing(user: Any) -> QuerySet[Run]:

@@ -22,7 +22,7 @@ from apps.accounts.models import User
 from apps.core.broadcast import broadcast_on_commit
 from apps.core.hashing import store_blob
 from apps.core.secrets import hash_secret, new_secret
-from apps.projects.models import DatasetVersion, NotebookVersion, Project
+from apps.projects.models import DatasetVersion, Membership, NotebookVersion, Project
 from apps.projects.validation import clean_relative_path
 
 from . import scheduling, signals
@@ -144,6 +144,7 @@ def run_submit(
     reference_run: Run | None = None,
     reference_tolerance: dict[str, float] | None = None,
     creator_hidden: bool = False,
+    independent: bool = False,
 ) -> Run:
     if notebook_version.notebook.project_id != project.pk:
         raise ValidationError({"notebook_version": "The notebook version is not in this project."})
@@ -166,6 +167,7 @@ def run_submit(
         reference_run=reference_run,
         reference_tolerance=reference_tolerance or {},
         creator_hidden=creator_hidden,
+        independent=independent,
         created_by=user,
     )
     run.full_clean()
@@ -276,7 +278,11 @@ def _eligible_runs(node: Node) -> Any:
     node is shared; only runs whose dependencies all succeeded."""
     runs = Run.objects.filter(state=RunState.QUEUED, cancel_requested=False)
     if not node.shared:
-        runs = runs.filter(Q(created_by_id=node.owner_id) | Q(project__in=node.projects.all()))
+        project_run = Q(project__in=node.projects.all()) & Q(independent=False)
+        runs = runs.filter(Q(created_by_id=node.owner_id) | project_run)
+    else:
+        owner_is_member = Membership.objects.filter(project=OuterRef("project"), user_id=node.owner_id)
+        runs = runs.exclude(Q(independent=True) & Q(Exists(owner_is_member)) & ~Q(created_by_id=node.owner_id))
     unfinished_dependency = Run.objects.filter(dependents=OuterRef("pk")).exclude(state=RunState.SUCCEEDED)
     return runs.exclude(Exists(unfinished_dependency))
 
@@ -311,7 +317,16 @@ def _active_nodes(claimer: Node) -> list[Node]:
     return [claimer, *nodes]
 
 
-def _allowed_nodes(run: Run, nodes: Sequence[Node], project_ids: dict[int, set[int]]) -> frozenset[int]:
+def _allowed_nodes(
+    run: Run, nodes: Sequence[Node], project_ids: dict[int, set[int]], members: dict[int, set[int]]
+) -> frozenset[int]:
+    """The nodes that may run `run`: its creator's, shared ones, and its project's nodes; an
+    independent run neither on its project's nodes nor on shared nodes a project member owns."""
+    if run.independent:
+        project_members = members.get(run.project_id, set())
+        return frozenset(
+            n.pk for n in nodes if n.owner_id == run.created_by_id or (n.shared and n.owner_id not in project_members)
+        )
     return frozenset(
         n.pk for n in nodes if n.shared or n.owner_id == run.created_by_id or run.project_id in project_ids[n.pk]
     )
@@ -340,6 +355,11 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
                 return None
             nodes = _active_nodes(node)
             node_project_ids = {n.pk: {p.pk for p in n.projects.all()} for n in nodes}
+            members: dict[int, set[int]] = {}
+            for project_id, user_id in Membership.objects.filter(
+                project_id__in={r.project_id for r in runs if r.independent}
+            ).values_list("project_id", "user_id"):
+                members.setdefault(project_id, set()).add(user_id)
             running_by_owner = dict(
                 Run.objects.filter(state__in=ACTIVE_STATES).values_list("created_by_id").annotate(n=Count("id"))
             )
@@ -352,7 +372,7 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
                     required_tags=frozenset(r.requirements.get("tags", [])),
                     needs_gpu=bool(r.requirements.get("gpu")),
                     min_gpu_memory_mb=int(r.requirements.get("min_gpu_memory_mb", 0)),
-                    allowed_node_ids=_allowed_nodes(r, nodes, node_project_ids),
+                    allowed_node_ids=_allowed_nodes(r, nodes, node_project_ids, members),
                 )
                 for r in runs
             ]

@@ -23,9 +23,23 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
         # Field errors: add a one-line summary so a script author sees what was wrong at once.
-        summary = "; ".join(
-            f"{field}: {' '.join(str(m) for m in messages) if isinstance(messages, list) else messages}"
-            for field, messages in response.data.items()
-        )
+        summary = "; ".join(f"{field}: {_flat(messages)}" for field, messages in response.data.items())
         response.data = {"detail": summary, **response.data}
     return response
+
+
+def _flat(messages: Any, where: str = "") -> str:
+    """Nested field errors as readable text: `authors[1].family_names: This field is required.`"""
+    if isinstance(messages, dict):
+        parts = [_flat(inner, f"{where}.{key}" if where else str(key)) for key, inner in messages.items()]
+        return " ".join(p for p in parts if p)
+    if isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            text = " ".join(str(m) for m in messages)
+            return f"{where}: {text}" if where else text
+        return " ".join(
+            _flat(inner, f"{where}[{index}]" if where else f"[{index}]")
+            for index, inner in enumerate(messages)
+            if inner
+        )
+    return f"{where}: {messages}" if where else str(messages)

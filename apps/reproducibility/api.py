@@ -103,15 +103,13 @@ class ReproduceApi(APIView):
 
 
 def reproductions_visible_to(user: Any) -> QuerySet[Reproduction]:
-    """Reproductions of runs the user may see, and the ones the user started; one a single-blind
-    reviewer started only to its creator and the project's editors."""
-    visible = Q(original__in=runs_visible_to(user))
+    """Reproductions of runs the user may see; one a single-blind reviewer started only to its
+    creator and the project's editors."""
+    reproductions = Reproduction.objects.filter(original__in=runs_visible_to(user))
     if not user.is_authenticated:
-        return Reproduction.objects.filter(visible, creator_hidden=False)
+        return reproductions.filter(creator_hidden=False)
     editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
-    return Reproduction.objects.filter(
-        (visible & (Q(creator_hidden=False) | Q(original__project__in=editing))) | Q(created_by=user)
-    )
+    return reproductions.filter(Q(creator_hidden=False) | Q(created_by=user) | Q(original__project__in=editing))
 
 
 def reproduction_for(user: Any, reproduction_id: int) -> Reproduction:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -45,6 +46,7 @@ def reproduction_start(
     requirements: Any = None,
     latest_data: bool = False,
     hide_creator: bool = False,
+    independent: bool = False,
 ) -> Reproduction:
     """Rerun the same notebook version with the same parameters and data, `repeats` times.
     With `latest_data`, the reruns take each input dataset's newest version instead: "does the
@@ -55,8 +57,8 @@ def reproduction_start(
         )
     if not 1 <= repeats <= MAX_REPEATS:
         raise ValidationError({"repeats": f"repeats must be between 1 and {MAX_REPEATS}."})
-    if rtol < 0 or atol < 0:
-        raise ValidationError({"rtol": "Tolerances cannot be negative."})
+    if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
+        raise ValidationError({"rtol": "Tolerances are finite numbers, zero or more."})
     with transaction.atomic():
         reproduction = Reproduction.objects.create(
             original=original,
@@ -85,6 +87,7 @@ def reproduction_start(
                 reference_run=original,
                 reference_tolerance={"rtol": rtol, "atol": atol},
                 creator_hidden=hide_creator,
+                independent=independent,
             )
             for _ in range(repeats)
         ]

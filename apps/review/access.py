@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -24,17 +23,24 @@ from .models import Publication, PublicationVersion, Review, ReviewMode, ReviewS
 LIVE_REVIEW_STATES = (ReviewState.INVITED, ReviewState.ACCEPTED, ReviewState.SUBMITTED)
 
 
+def preload(user: Any) -> None:
+    """For list endpoints: read the requester's roles and live reviews once, onto the request's
+    user object (which lives as long as the request), instead of once per row."""
+    if user.is_authenticated:
+        roles = Membership.objects.filter(user=user).values_list("project_id", "role")
+        user._review_roles = {project_id: Role(role) for project_id, role in roles}
+        reviews = Review.objects.filter(reviewer=user, state__in=LIVE_REVIEW_STATES)
+        user._live_reviews = {r.publication_id: r for r in reviews}
+
+
 def _role(user: Any, publication: Publication) -> Role | None:
     if not user.is_authenticated:
         return None
-    cached = getattr(publication, "_roles", None)
-    if cached is None:
-        cached = publication._roles = {}  # type: ignore[attr-defined]
-    if user.pk not in cached:
-        membership = Membership.objects.filter(project_id=publication.project_id, user=user).first()
-        cached[user.pk] = Role(membership.role) if membership else None
-    role: Role | None = cached[user.pk]
-    return role
+    preloaded: dict[int, Role] | None = getattr(user, "_review_roles", None)
+    if preloaded is not None:
+        return preloaded.get(publication.project_id)
+    membership = Membership.objects.filter(project_id=publication.project_id, user=user).first()
+    return Role(membership.role) if membership else None
 
 
 def is_author(user: Any, publication: Publication) -> bool:
@@ -54,16 +60,26 @@ def is_editor(user: Any, publication: Publication) -> bool:
 
 
 def can_invite(user: Any, publication: Publication) -> bool:
-    """Authors or editors invite reviewers; in single-blind review, editors only."""
+    """Authors (member role or higher: a viewer only reads) or editors invite reviewers; in
+    single-blind review, editors only."""
     if publication.review_mode == ReviewMode.SINGLE_BLIND:
         return is_editor(user, publication)
-    return is_author(user, publication)
+    return has_upload_role(user, publication)
+
+
+def takes_part(user: Any, review: Review) -> bool:
+    """May reply in the review's threads and resolve them: its reviewer, and the authors with
+    the member role or higher (viewers read)."""
+    return (user.is_authenticated and user.pk == review.reviewer_id) or has_upload_role(user, review.publication)
 
 
 def review_of(user: Any, publication: Publication) -> Review | None:
     """The user's live review of this publication (invited, accepted or submitted), if any."""
     if not user.is_authenticated:
         return None
+    preloaded: dict[int, Review] | None = getattr(user, "_live_reviews", None)
+    if preloaded is not None:
+        return preloaded.get(publication.pk)
     return publication.reviews.filter(reviewer=user, state__in=LIVE_REVIEW_STATES).first()
 
 
@@ -80,6 +96,12 @@ def publications_visible_to(user: Any) -> QuerySet[Publication]:
             Exists(Review.objects.filter(publication=OuterRef("pk"), reviewer=user, state__in=LIVE_REVIEW_STATES))
         )
     return Publication.objects.filter(query).distinct()
+
+
+def visible_versions(user: Any, publication: Publication) -> list[PublicationVersion]:
+    """Like `versions_visible_to`, from prefetched `publication.versions` (for list pages)."""
+    everything = can_see_unpublished(user, publication)
+    return [v for v in publication.versions.all() if everything or v.status == VersionStatus.PUBLISHED]
 
 
 def versions_visible_to(user: Any, publication: Publication) -> QuerySet[PublicationVersion]:
@@ -144,58 +166,20 @@ def reviews_visible_to(user: Any) -> QuerySet[Review]:
 
 def get_review_for(user: Any, review_id: int) -> Review:
     review = reviews_visible_to(user).filter(pk=review_id).first()
-    if review is None or (
-        review.state == ReviewState.DECLINED
-        and review.reviewer_id != user.pk
-        and not is_editor(user, review.publication)
-    ):
+    # A declined invitation is the editors' record only: the one who declined no longer sees
+    # the unpublished work, through the review desk or anywhere else.
+    if review is None or (review.state == ReviewState.DECLINED and not is_editor(user, review.publication)):
         raise Http404("No such review.")
     return review
 
 
-# Home directories name their user: /home/<name>/, /Users/<name>/, C:\Users\<name>\.
-HOME_PATH = re.compile(r"(?i)(/home/|/users/|[a-z]:\\users\\)[^/\\\s'\"]+")
-
-
-def identity_markers(review: Review) -> list[str]:
-    """Strings that would name a reviewer: their username, e-mail, names, and the names and
-    hostnames of their nodes (a rerun's output or error can carry any of them)."""
-    from apps.compute.models import Node
-
-    user = review.reviewer
-    address = user.email if user else review.invited_email
-    markers = {address, address.split("@")[0]}
-    if user is None:
-        return sorted((m for m in markers if len(m) >= 3), key=len, reverse=True)
-    markers |= {user.username, user.first_name, user.last_name}
-    for name, capabilities in Node.objects.filter(owner=user).values_list("name", "capabilities"):
-        markers.add(name)
-        if isinstance(capabilities, dict):
-            markers.add(str(capabilities.get("hostname") or ""))
-    return sorted((m for m in markers if len(m) >= 3), key=len, reverse=True)
-
-
-def redact_identity(data: Any, markers: list[str]) -> Any:
-    """`data` (JSON-like) with the markers and home-directory names replaced, for viewers who
-    may not know who reviewed. Verdicts, statuses and numbers are untouched."""
-    if isinstance(data, str):
-        text = HOME_PATH.sub(r"\1[reviewer]", data)
-        for marker in markers:
-            text = re.sub(re.escape(marker), "[reviewer]", text, flags=re.IGNORECASE)
-        return text
-    if isinstance(data, list):
-        return [redact_identity(item, markers) for item in data]
-    if isinstance(data, dict):
-        return {key: redact_identity(value, markers) for key, value in data.items()}
-    return data
-
-
 def rerun_evidence_for(viewer: Any, review: Review) -> list[dict[str, Any]]:
-    """The review's reruns as `viewer` may see them."""
-    from .serializers import reproduction_evidence
+    """The review's reruns as `viewer` may see them: whole for those who know the reviewer,
+    and otherwise without anything the reviewer's machine wrote (see `blind_evidence`)."""
+    from .serializers import blind_evidence, reproduction_evidence
 
-    evidence = [reproduction_evidence(r) for r in review.reproductions.order_by("-pk")]
+    evidence = [reproduction_evidence(r) for r in review.reproductions.all()]
+    evidence.sort(key=lambda e: e["id"], reverse=True)
     if sees_identity(viewer, review):
         return evidence
-    redacted: list[dict[str, Any]] = redact_identity(evidence, identity_markers(review))
-    return redacted
+    return [blind_evidence(e) for e in evidence]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch, prefetch_related_objects
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -77,13 +78,24 @@ def _version_inputs(publication_project: Any, data: dict[str, Any]) -> dict[str,
     }
 
 
+# What a publication's JSON shows of its versions, in two queries for any number of them.
+PUBLICATION_VERSIONS = Prefetch(
+    "versions",
+    queryset=PublicationVersion.objects.order_by("number")
+    .select_related("notebook_version")
+    .prefetch_related("datasets__dataset"),
+)
+
+
 class PublicationListApi(APIView):
     permission_classes = [permissions.IsAuthenticatedOrReadOnly]
 
     @extend_schema(responses=PublicationSerializer(many=True))
     def get(self, request: Request) -> Response:
+        access.preload(request.user)
         paginator = PageNumberPagination()
         publications = access.publications_visible_to(request.user).select_related("project", "notebook")
+        publications = publications.prefetch_related(PUBLICATION_VERSIONS)
         page = paginator.paginate_queryset(publications.order_by("-created_at", "-id"), request, view=self)
         data = PublicationSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -98,6 +110,7 @@ class PublicationListApi(APIView):
             review_mode=data["review_mode"],
             **_version_inputs(project, data),
         )
+        prefetch_related_objects([version.publication], PUBLICATION_VERSIONS)
         body = PublicationSerializer(version.publication, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -108,6 +121,7 @@ class PublicationApi(APIView):
     @extend_schema(responses=PublicationSerializer)
     def get(self, request: Request, publication_id: int) -> Response:
         publication = access.get_publication_for(request.user, publication_id)
+        prefetch_related_objects([publication], PUBLICATION_VERSIONS)
         return Response(PublicationSerializer(publication, context={"request": request}).data)
 
 
@@ -158,10 +172,11 @@ class ReviewListApi(APIView):
     @extend_schema(responses=ReviewSerializer(many=True))
     def get(self, request: Request) -> Response:
         user = request.user
+        access.preload(user)
         reviews = [
             r
             for r in access.reviews_visible_to(user).prefetch_related("reproductions").order_by("-created_at")[:500]
-            if r.state != "declined" or r.reviewer_id == user.pk or access.is_editor(user, r.publication)
+            if r.state != "declined" or access.is_editor(user, r.publication)
         ]
         return Response(ReviewSerializer(reviews, many=True, context={"request": request}).data)
 
@@ -206,7 +221,9 @@ class ReviewActionApi(APIView):
 def _shown_cells(review: Review, number: Any) -> tuple[PublicationVersion | None, dict[str, Any] | None]:
     """The version the comments are looked at against (?version=N, default the latest)."""
     versions = review.publication.versions
-    version = versions.filter(number=number).first() if number else versions.order_by("-number").first()
+    if number and not (str(number).isascii() and str(number).isdigit()):
+        raise ValidationError({"version": f"{number!r} is not a version number."})
+    version = versions.filter(number=int(number)).first() if number else versions.order_by("-number").first()
     if number and version is None:
         raise Http404("No such version of this publication.")
     return version, (by_id(version_cells(version)) if version else None)
@@ -221,6 +238,7 @@ class CommentsApi(APIView):
     )
     def get(self, request: Request, review_id: int) -> Response:
         review = access.get_review_for(request.user, review_id)
+        access.preload(request.user)
         version, shown = _shown_cells(review, request.query_params.get("version"))
         comments = review.comments.select_related("author", "version", "review__publication", "review__reviewer")
         return Response(

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from apps.compute.models import Run, RunState
+from apps.compute.models import Run
 from apps.projects.models import DatasetVersion, Notebook, NotebookVersion
 
 from . import services
@@ -45,9 +45,7 @@ class PublishForm(forms.Form):
     def __init__(self, *args: Any, notebook: Notebook, new_version: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["notebook_version"].queryset = notebook.versions.order_by("-number")  # type: ignore[attr-defined]
-        self.fields["run"].queryset = Run.objects.filter(  # type: ignore[attr-defined]
-            notebook_version__notebook=notebook, state=RunState.SUCCEEDED
-        ).order_by("-pk")
+        self.fields["run"].queryset = services.publishable_runs(notebook).order_by("-pk")  # type: ignore[attr-defined]
         self.fields["datasets"].queryset = DatasetVersion.objects.filter(  # type: ignore[attr-defined]
             dataset__project=notebook.project
         ).select_related("dataset")

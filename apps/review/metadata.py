@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from django.urls import reverse
 
 from apps.reproducibility.datacite import SCHEMA_VERSION
 
@@ -84,7 +85,8 @@ def publication_datacite(request: HttpRequest, version: PublicationVersion) -> d
         related.append(
             {
                 "relatedIdentifier": request.build_absolute_uri(
-                    f"/projects/{version.publication.project.slug}/datasets/{dataset.dataset.name}/?v={dataset.number}"
+                    reverse("projects:dataset", args=[version.publication.project.slug, dataset.dataset.name])
+                    + f"?v={dataset.number}"
                 ),
                 "relatedIdentifierType": "URL",
                 "relationType": "References",

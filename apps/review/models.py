@@ -126,6 +126,7 @@ class Review(models.Model):
     )
     invited_email = models.EmailField(blank=True)
     invitation_token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    invitation_sent_at = models.DateTimeField(null=True, blank=True)  # empty: the sweep sends it
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     state = models.CharField(max_length=10, choices=ReviewState.choices, default=ReviewState.INVITED)
     recommendation = models.CharField(max_length=20, choices=Recommendation.choices, blank=True)
@@ -135,6 +136,9 @@ class Review(models.Model):
         PublicationVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reproductions = models.ManyToManyField("reproducibility.Reproduction", blank=True, related_name="reviews")
+    # Earlier rounds, oldest first, when the reviewer was invited again for a revised version:
+    # [{"version", "recommendation", "summary", "submitted_at"}]. Nothing submitted is lost.
+    rounds = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     responded_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

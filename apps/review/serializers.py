@@ -102,9 +102,7 @@ class PublicationSerializer(serializers.Serializer):
     versions = serializers.SerializerMethodField()
 
     def get_versions(self, publication: Any) -> list[dict[str, Any]]:
-        versions = access.versions_visible_to(self.context["request"].user, publication).prefetch_related(
-            "datasets__dataset", "notebook_version"
-        )
+        versions = access.visible_versions(self.context["request"].user, publication)
         return list(VersionSerializer(versions, many=True, context=self.context).data)
 
 
@@ -150,6 +148,50 @@ def reproduction_evidence(reproduction: Any) -> dict[str, Any]:
     }
 
 
+# What the authors of a single-blind review get of a rerun: the verdict and, per cell and value,
+# the status beside their own code and output. Nothing the reviewer's machine wrote (its output,
+# error text, paths, OS and CPU) passes: any of it can name the reviewer, and redacting a name
+# out of text would itself answer "is it X?" when X appears in the authors' own code.
+BLIND_WITHHELD = "Single-blind review: the rerun's own output and where it ran are shown to the editors only."
+BLIND_ARRAY_FIELDS = ("status", "elements", "unequal", "mismatched", "max_abs_diff", "max_rel_diff", "where")
+
+
+def blind_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
+    changes = evidence.get("environment_changes") or {}
+    return {
+        **{key: evidence[key] for key in ("id", "verdict", "rtol", "atol", "repeats", "created_at", "finished_at")},
+        "cells": [
+            {
+                key: c[key]
+                for key in ("cell", "status", "source", "original", "flaky", "original_inside_spread")
+                if key in c
+            }
+            for c in evidence.get("cells", [])
+        ],
+        "values": [
+            {key: v[key] for key in ("name", "status", "original", "flaky") if key in v}
+            for v in evidence.get("values", [])
+        ],
+        "artifacts": [
+            {
+                "path": a["path"],
+                "status": a["status"],
+                **(
+                    {"arrays": [{k: e.get(k) for k in BLIND_ARRAY_FIELDS} for e in a["arrays"]]}
+                    if "arrays" in a
+                    else {}
+                ),
+            }
+            for a in evidence.get("artifacts", [])
+        ],
+        "reason": "The rerun could not run." if evidence.get("reason") else "",
+        "environment_changes": {key: changes.get(key) for key in ("packages", "python", "gpus", "cuda")}
+        if changes
+        else None,
+        "withheld": BLIND_WITHHELD,
+    }
+
+
 def _environment_changes(diff: dict[str, Any] | None) -> dict[str, Any] | None:
     if not diff:
         return None
@@ -167,6 +209,7 @@ class ReviewSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     responded_at = serializers.DateTimeField()
     submitted_at = serializers.DateTimeField()
+    rounds = serializers.JSONField(help_text="Earlier rounds' recommendations and summaries, oldest first.")
     reruns = serializers.SerializerMethodField()
     comments_url = serializers.SerializerMethodField()
 

@@ -55,7 +55,7 @@ class Metadata:
 
 def clean_metadata(*, title: str, authors: Any, license: str, abstract: str = "", keywords: Any = ()) -> Metadata:
     errors: dict[str, str] = {}
-    title = (title or "").strip()
+    title = " ".join((title or "").split())  # one line: titles go into e-mail subjects and citations
     if not title:
         errors["title"] = "A publication needs a title."
     license = (license or "").strip()
@@ -110,13 +110,24 @@ def clean_metadata(*, title: str, authors: Any, license: str, abstract: str = ""
     )
 
 
+def publishable_runs(notebook: Any) -> Any:
+    """Runs that can stand as a publication's result: the authors' own, succeeded with an
+    output; not reruns of a reproduction check (a reviewer's, in particular, whose creator,
+    node and environment a single-blind review must keep from the authors)."""
+    return (
+        Run.objects.filter(notebook_version__notebook=notebook, state=RunState.SUCCEEDED)
+        .exclude(output_storage_name="")
+        .filter(reference_run__isnull=True, creator_hidden=False, independent=False)
+    )
+
+
 def _published_run(notebook_version: NotebookVersion, run: Run | None) -> Run:
     """The run whose executed notebook the version shows: the given one, or the version's latest
     succeeded run."""
     if run is None:
         run = (
-            Run.objects.filter(notebook_version=notebook_version, state=RunState.SUCCEEDED)
-            .exclude(output_storage_name="")
+            publishable_runs(notebook_version.notebook)
+            .filter(notebook_version=notebook_version)
             .order_by("-finished_at", "-pk")
             .first()
         )
@@ -126,6 +137,8 @@ def _published_run(notebook_version: NotebookVersion, run: Run | None) -> Run:
             )
     if run.notebook_version_id != notebook_version.pk:
         raise ValidationError({"run": f"Run {run.pk} executed another notebook version."})
+    if not publishable_runs(notebook_version.notebook).filter(pk=run.pk).exists():
+        raise ValidationError({"run": f"Run {run.pk} is a rerun or a reviewer's check, not the authors' result."})
     if run.state != RunState.SUCCEEDED or not run.output_storage_name:
         raise ValidationError({"run": f"Run {run.pk} did not succeed with an output ({run.state})."})
     return run
@@ -255,8 +268,9 @@ def _announce_version(version: PublicationVersion, user: User) -> None:
 
 # --- reviewers ------------------------------------------------------------------------------------
 def _find_user(who: str) -> User | None:
-    """The active account named by username or e-mail address; None for an e-mail address no
-    account uses (that person is invited by e-mail)."""
+    """The active account a username names; None for an e-mail address. An address is always
+    invited through a link sent to it: account addresses are not verified (nor unique), so
+    matching one to an account would hand the review to whoever typed that address first."""
     who = (who or "").strip()
     if not who:
         raise ValidationError({"reviewer": "Name a reviewer by username or e-mail address."})
@@ -265,7 +279,7 @@ def _find_user(who: str) -> User | None:
             validate_email(who)
         except ValidationError:
             raise ValidationError({"reviewer": f"{who!r} is not an e-mail address."}) from None
-        return User.objects.filter(email__iexact=who, is_active=True).order_by("pk").first()
+        return None
     user = User.objects.filter(username__iexact=who, is_active=True).first()
     if user is None:
         raise ValidationError({"reviewer": f"No ReproLab account has the username {who!r}."})
@@ -275,15 +289,15 @@ def _find_user(who: str) -> User | None:
 def review_invite(*, publication: Publication, inviter: User, who: str) -> Review:
     """Authors or editors invite a reviewer by username or e-mail address (in single-blind
     review, editors only). Members of the project cannot review it (they are its authors). An
-    address without an account gets an e-mail with a link that whoever opens it signed in takes;
-    inviting that address again sends a fresh link."""
+    address gets an e-mail with a one-time link that whoever opens it signed in takes (and
+    inviting it again sends a fresh link)."""
     if not access.can_invite(inviter, publication):
         # In single-blind review an author's invitation would name the reviewer to them (and
         # "already invited" would answer "who reviews this?"): the editors choose reviewers.
         raise PermissionDenied(
             "Only the editors (owners, maintainers) invite reviewers in single-blind review."
-            if access.is_author(inviter, publication)
-            else "Only the authors or editors invite reviewers."
+            if publication.review_mode == ReviewMode.SINGLE_BLIND
+            else "Only the authors (member role or higher) or the editors invite reviewers."
         )
     reviewer = _find_user(who)
     if reviewer is not None and access.is_author(reviewer, publication):
@@ -293,11 +307,13 @@ def review_invite(*, publication: Publication, inviter: User, who: str) -> Revie
         if reviewer is None:
             return _invite_address(publication, inviter, who.strip().lower())
         existing = publication.reviews.filter(reviewer=reviewer).first()
-        if existing is not None and existing.state != ReviewState.DECLINED:
+        if existing is not None and existing.state in (ReviewState.INVITED, ReviewState.ACCEPTED):
             raise ValidationError({"reviewer": f"{who} is already invited ({existing.state})."})
-        if existing is not None:  # invited again after declining
+        if existing is not None:  # invited again: after declining, or for another round
+            if existing.state == ReviewState.SUBMITTED:
+                _close_round(existing)
             existing.state, existing.invited_by, existing.responded_at = ReviewState.INVITED, inviter, None
-            existing.save(update_fields=["state", "invited_by", "responded_at"])
+            existing.save()
             review = existing
         else:
             review = Review.objects.create(
@@ -316,6 +332,20 @@ def review_invite(*, publication: Publication, inviter: User, who: str) -> Revie
 
 def _next_number(publication: Publication) -> int:
     return (publication.reviews.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def _close_round(review: Review) -> None:
+    """Keep a submitted review's outcome in its rounds, and open a new round."""
+    review.rounds = [
+        *review.rounds,
+        {
+            "version": review.submitted_version.number if review.submitted_version else None,
+            "recommendation": review.recommendation,
+            "summary": review.summary,
+            "submitted_at": review.submitted_at.isoformat() if review.submitted_at else None,
+        },
+    ]
+    review.recommendation, review.summary, review.submitted_at, review.submitted_version = "", "", None, None
 
 
 def publication_title(publication: Publication) -> str:
@@ -383,12 +413,21 @@ def invitation_take(*, review: Review, user: User, accept: bool) -> Review:
         return review_respond(review=review, user=user, accept=accept)
 
 
+def _locked(review: Review) -> Review:
+    """Take the review's row lock and refresh what state changes are decided on (two answers
+    sent at once: the second sees the first's outcome)."""
+    fresh = Review.objects.select_for_update().get(pk=review.pk)
+    review.state, review.reviewer_id = fresh.state, fresh.reviewer_id
+    return review
+
+
 def review_respond(*, review: Review, user: User, accept: bool) -> Review:
-    if review.reviewer_id != user.pk:
-        raise PermissionDenied("Only the invited reviewer can answer the invitation.")
-    if review.state != ReviewState.INVITED:
-        raise ValidationError({"state": f"The invitation was already answered ({review.state})."})
     with transaction.atomic():
+        review = _locked(review)
+        if review.reviewer_id != user.pk:
+            raise PermissionDenied("Only the invited reviewer can answer the invitation.")
+        if review.state != ReviewState.INVITED:
+            raise ValidationError({"state": f"The invitation was already answered ({review.state})."})
         review.state = ReviewState.ACCEPTED if accept else ReviewState.DECLINED
         review.responded_at = timezone.now()
         review.save(update_fields=["state", "responded_at"])
@@ -432,8 +471,8 @@ def comment_add(
         if parent.review_id != review.pk:
             raise ValidationError({"parent": "Reply within the same review."})
         parent = parent.parent or parent  # one level of threading: replies join the root's thread
-        if user.pk != review.reviewer_id and not access.is_author(user, publication):
-            raise PermissionDenied("Only the reviewer, the authors and the editors take part in a review.")
+        if not access.takes_part(user, review):
+            raise PermissionDenied("Only the reviewer, the authors (member role or higher) and the editors reply.")
         if review.state not in (ReviewState.ACCEPTED, ReviewState.SUBMITTED):
             raise ValidationError({"state": "The review is not open."})
         with transaction.atomic():
@@ -497,8 +536,10 @@ def _announce_reply(comment: ReviewComment, root: ReviewComment, user: User) -> 
 
 def comment_set_resolved(*, comment: ReviewComment, user: User, resolved: bool) -> ReviewComment:
     review = comment.review
-    if user.pk != review.reviewer_id and not access.is_author(user, review.publication):
-        raise PermissionDenied("Only the reviewer, the authors and the editors resolve threads.")
+    if not access.takes_part(user, review):
+        raise PermissionDenied(
+            "Only the reviewer, the authors (member role or higher) and the editors resolve threads."
+        )
     if comment.parent_id is not None:
         raise ValidationError({"comment": "Resolve the thread's first comment."})
     comment.resolved_at = timezone.now() if resolved else None
@@ -533,19 +574,21 @@ def review_rerun(
             repeats=repeats,
             requirements=requirements,
             hide_creator=review.publication.review_mode == ReviewMode.SINGLE_BLIND,
+            independent=True,  # never on the authors' nodes
         )
         review.reproductions.add(reproduction)
     return reproduction
 
 
 def review_submit(*, review: Review, user: User, recommendation: str, summary: str) -> Review:
-    _require_active_reviewer(review, user)
     if recommendation not in Recommendation.values:
         raise ValidationError({"recommendation": f"Choose one of {', '.join(Recommendation.values)}."})
     summary = (summary or "").strip()
     if not summary:
         raise ValidationError({"summary": "Sum the review up for the authors and the editor."})
     with transaction.atomic():
+        review = _locked(review)
+        _require_active_reviewer(review, user)
         review.state = ReviewState.SUBMITTED
         review.recommendation = recommendation
         review.summary = summary

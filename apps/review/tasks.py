@@ -32,7 +32,7 @@ def send_notification_emails(notification_ids: list[int]) -> int:
         link = f"{settings.REPROLAB_SITE_URL.rstrip('/')}{notification.url}" if notification.url else ""
         try:
             send_mail(
-                subject=f"[ReproLab] {notification.message[:120]}",
+                subject=f"[ReproLab] {' '.join(notification.message.split())[:120]}",
                 message=f"{notification.message}\n\n{link}\n".strip() + "\n",
                 from_email=settings.DEFAULT_FROM_EMAIL,
                 recipient_list=[notification.user.email],
@@ -51,13 +51,17 @@ def send_pending_emails() -> int:
     """The reconciler: e-mail notifications whose task was lost (broker down at commit)."""
     from django.utils import timezone
 
-    from .models import Notification
+    from .models import Notification, Review, ReviewState
 
     stale = timezone.now() - timedelta(minutes=2)
     ids = list(
         Notification.objects.filter(emailed_at__isnull=True, created_at__lt=stale).values_list("pk", flat=True)[:500]
     )
-    return send_notification_emails(ids) if ids else 0
+    sent = send_notification_emails(ids) if ids else 0
+    invitations = Review.objects.filter(
+        reviewer__isnull=True, state=ReviewState.INVITED, invitation_sent_at__isnull=True, created_at__lt=stale
+    ).values_list("pk", flat=True)[:100]
+    return sent + sum(send_reviewer_invitation(pk) for pk in invitations)
 
 
 @shared_task(name="review.send_reviewer_invitation", time_limit=60, soft_time_limit=50)
@@ -66,6 +70,7 @@ def send_reviewer_invitation(review_id: int) -> bool:
     made here, so no secret travels through the broker)."""
     from django.conf import settings
     from django.core.mail import send_mail
+    from django.utils import timezone
 
     from .models import Review, ReviewState
     from .services import invitation_issue_token, publication_title
@@ -90,4 +95,6 @@ def send_reviewer_invitation(review_id: int) -> bool:
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[review.invited_email],
     )
+    # Only once it went out: a failed send leaves it to the sweep, which sends a fresh link.
+    Review.objects.filter(pk=review.pk).update(invitation_sent_at=timezone.now())
     return True

@@ -14,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST, require_safe
 
@@ -52,7 +53,11 @@ def publication_latest(request: HttpRequest, publication_id: int) -> HttpRespons
 
 @require_safe
 def landing(request: HttpRequest, publication_id: int, number: int) -> HttpResponse:
-    version = access.get_version_for(request.user, publication_id, number)
+    return _landing_response(request, access.get_version_for(request.user, publication_id, number))
+
+
+def _landing_response(request: HttpRequest, version: PublicationVersion, *, status: int = 200) -> HttpResponse:
+    """The landing page; after a refused form (status 400/403) with what was typed still in it."""
     publication = version.publication
     user = request.user
     badge = services.badge_for(version)
@@ -74,8 +79,9 @@ def landing(request: HttpRequest, publication_id: int, number: int) -> HttpRespo
             for r in publication.reviews.select_related("reviewer").order_by("number")
             if access.is_author(user, publication) or r.reviewer_id == getattr(user, "pk", None)
         ],
+        "posted": request.POST if status != 200 else {},
     }
-    response = render(request, "review/landing.html", context)
+    response = render(request, "review/landing.html", context, status=status)
     if version.is_published:
         response["Link"] = signposting_links(request, version)
     return response
@@ -212,9 +218,10 @@ def publish(request: HttpRequest, slug: str, path: str) -> HttpResponse:
     notebook = get_object_or_404(Notebook, project=project, path=path)
     publication = None
     if request.GET.get("publication"):
-        if not request.GET["publication"].isdigit():
+        raw = request.GET["publication"]
+        if not (raw.isascii() and raw.isdigit()):
             raise Http404("No such publication.")
-        publication = access.get_publication_for(request.user, int(request.GET["publication"]))
+        publication = access.get_publication_for(request.user, int(raw))
         if publication.notebook_id != notebook.pk:
             raise Http404("No such publication of this notebook.")
     form = PublishForm(request.POST or None, notebook=notebook, new_version=publication is not None)
@@ -248,11 +255,25 @@ def invite(request: HttpRequest, publication_id: int) -> HttpResponse:
         services.review_invite(
             publication=publication, inviter=authenticated_user(request), who=request.POST.get("reviewer", "")
         )
-    except ValidationError as error:
-        messages.error(request, _error_text(error))
-    else:
-        messages.success(request, "Invitation sent.")
-    return redirect(request.POST.get("next") or f"/pub/{publication_id}")
+    except (ValidationError, PermissionDenied) as error:
+        return _refused(request, publication_id, error)
+    messages.success(request, "Invitation sent.")
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = f"/pub/{publication_id}"
+    return redirect(next_url)
+
+
+def _refused(request: HttpRequest, publication_id: int, error: Exception, number: int | None = None) -> HttpResponse:
+    """A refused landing-page form: the page again, with the reason and what was typed."""
+    messages.error(request, _error_text(error) if isinstance(error, ValidationError) else str(error))
+    publication = access.get_publication_for(request.user, publication_id)
+    versions = access.versions_visible_to(request.user, publication)
+    version = versions.filter(number=number).first() if number else versions.order_by("-number").first()
+    if version is None:
+        raise Http404("No such publication.")
+    version.publication = publication
+    return _landing_response(request, version, status=403 if isinstance(error, PermissionDenied) else 400)
 
 
 @require_POST
@@ -266,8 +287,8 @@ def decide(request: HttpRequest, publication_id: int, number: int) -> HttpRespon
             decision=request.POST.get("decision", ""),
             note=request.POST.get("note", ""),
         )
-    except ValidationError as error:
-        messages.error(request, _error_text(error))
+    except (ValidationError, PermissionDenied) as error:
+        return _refused(request, publication_id, error, number)
     return redirect(version.get_absolute_url())
 
 
@@ -294,7 +315,7 @@ def _review_context(request: HttpRequest, review: Review) -> dict[str, Any]:
         "publication": publication,
         "reviewer_name": access.reviewer_name(user, review),
         "is_reviewer": review.reviewer_id == getattr(user, "pk", None),
-        "can_reply": review.reviewer_id == getattr(user, "pk", None) or access.is_author(user, publication),
+        "can_reply": access.takes_part(user, review),
         "versions": versions,
         "shown": shown,
         "cells": [{"cell": c, "threads": threads.get(c.cell_id, [])} for c in cells],
@@ -310,10 +331,12 @@ def review_desk(request: HttpRequest, review_id: int) -> HttpResponse:
     if request.method == "POST":
         try:
             _review_action(request, review)
-        except ValidationError as error:
-            messages.error(request, _error_text(error))
-        except PermissionDenied as error:
-            messages.error(request, str(error))
+        except (ValidationError, PermissionDenied) as error:
+            # The desk again, with the reason and what was typed: nothing is lost.
+            denied = isinstance(error, PermissionDenied)
+            messages.error(request, _error_text(error) if isinstance(error, ValidationError) else str(error))
+            context = {**_review_context(request, review), "posted": request.POST}
+            return render(request, "review/review.html", context, status=403 if denied else 400)
         return redirect(request.get_full_path())
     return render(request, "review/review.html", _review_context(request, review))
 
@@ -344,6 +367,8 @@ def _review_action(request: HttpRequest, review: Review) -> None:
     elif action == "comment":
         number = _int_or_none(request.POST.get("version"))
         version = review.publication.versions.filter(number=number).first() if number else None
+        if number and version is None:
+            raise ValidationError(f"This publication has no version {number}.")
         services.comment_add(
             review=review,
             user=user,
@@ -388,6 +413,8 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     if review is None:
         return render(request, "review/invitation.html", {"review": None}, status=404)
     if request.method == "POST" and request.user.is_authenticated:
+        if request.POST.get("action") not in ("accept", "decline"):
+            return HttpResponse("Answer with action=accept or action=decline.", status=400, content_type="text/plain")
         try:
             review = services.invitation_take(
                 review=review, user=authenticated_user(request), accept=request.POST.get("action") == "accept"

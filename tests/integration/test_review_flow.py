@@ -68,7 +68,7 @@ def test_publish_review_rerun_decide_with_real_runs(stack, tmp_path):
     reviewer = make_user("rhea")
     reviewer_token = make_token(reviewer)
     node_token = _ok(stack.api("POST", "/api/v1/nodes/", {"name": "rhea-laptop"}, token=reviewer_token), 201)["token"]
-    review = _ok(stack.api("POST", f"/api/v1/publications/{pub}/reviewers/", {"reviewer": "rhea@example.org"}), 201)
+    review = _ok(stack.api("POST", f"/api/v1/publications/{pub}/reviewers/", {"reviewer": "rhea"}), 201)
     _ok(stack.api("POST", f"/api/v1/reviews/{review['id']}/accept/", token=reviewer_token))
 
     comments_url = f"/api/v1/reviews/{review['id']}/comments/"

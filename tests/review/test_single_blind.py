@@ -18,12 +18,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core import mail
 from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
@@ -41,7 +44,7 @@ from apps.reproducibility.models import EnvironmentSnapshot, Reproduction
 from apps.reproducibility.tasks import build_run_report
 from apps.review import services
 from apps.review.models import Notification, PublicationVersion, Review, ReviewComment
-from apps.review.tasks import send_notification_emails
+from apps.review.tasks import send_notification_emails, send_reviewer_invitation
 from tests.factories import make_user
 from tests.review.conftest import publish
 from tests.review.test_reviews import last_code_cell, run_reruns
@@ -119,10 +122,19 @@ def review_it(version: PublicationVersion, team: dict[str, Any], client_for: Any
     publication_id = version.publication_id
     editor, as_reviewer, member = client_for(owner), client_for(reviewer), client_for(team["member"])
 
+    # Invited by address: the e-mailed one-time link, opened signed in, makes them the reviewer.
     invited = editor.post(f"/api/v1/publications/{publication_id}/reviewers/", {"reviewer": REVIEWER_EMAIL})
     assert invited.status_code == 201, invited.json()
     review = Review.objects.get(pk=invited.json()["id"])
-    assert as_reviewer.post(f"/api/v1/reviews/{review.pk}/accept/").status_code == 200
+    send_reviewer_invitation(review.pk)  # what the Celery worker does once the invitation commits
+    [letter] = [m for m in mail.outbox if m.to == [REVIEWER_EMAIL]]
+    link = re.search(r"http\S+/reviews/invitation/rli_\S+/", str(letter.body))
+    assert link is not None, letter.body
+    browser = Client()
+    browser.force_login(reviewer)
+    assert browser.post(urlsplit(link.group(0)).path, {"action": "accept"}).status_code == 302
+    review.refresh_from_db()
+    assert (review.reviewer, review.state) == (reviewer, "accepted")
 
     cell = last_code_cell(version)
     comments = f"/api/v1/reviews/{review.pk}/comments/"
@@ -308,6 +320,7 @@ class Probe:
     author_status: int
     api: bool
     data: dict[str, Any]
+    viewer_status: int | None = None  # when a viewer (read-only author) is answered otherwise
 
 
 POST_PROBES: list[Probe] = [
@@ -321,10 +334,15 @@ POST_PROBES: list[Probe] = [
             Probe("reproducibility:reproduce", f"/runs/{rerun}/reproduce/", 404, False, {}),
         )
     ],
-    Probe("api-review-comment-action", "/api/v1/reviews/{review}/comments/{comment}/resolve/", 200, True, {}),
-    Probe("api-review-comment-action", "/api/v1/reviews/{review}/comments/{comment}/reopen/", 200, True, {}),
+    Probe("api-review-comment-action", "/api/v1/reviews/{review}/comments/{comment}/resolve/", 200, True, {}, 403),
+    Probe("api-review-comment-action", "/api/v1/reviews/{review}/comments/{comment}/reopen/", 200, True, {}, 403),
     Probe(
-        "api-review-comments", "/api/v1/reviews/{review}/comments/", 201, True, {"body": "Done.", "parent": "{comment}"}
+        "api-review-comments",
+        "/api/v1/reviews/{review}/comments/",
+        201,
+        True,
+        {"body": "Done.", "parent": "{comment}"},
+        403,
     ),
     Probe("api-review-action", "/api/v1/reviews/{review}/rerun/", 403, True, {}),
     Probe(
@@ -334,7 +352,14 @@ POST_PROBES: list[Probe] = [
     Probe(
         "api-publication-decision", "/api/v1/publications/{pub}/versions/1/decision/", 403, True, {"decision": "reject"}
     ),
-    Probe("review:review", "/reviews/{review}/", 302, False, {"action": "reply", "parent": "{comment}", "body": "Ok."}),
+    Probe(
+        "review:review",
+        "/reviews/{review}/",
+        302,
+        False,
+        {"action": "reply", "parent": "{comment}", "body": "Ok."},
+        403,
+    ),
     Probe("review:decide", "/pub/{pub}/v1/decision", 403, False, {"decision": "reject"}),
 ]
 
@@ -559,8 +584,9 @@ def test_author_actions_answer_without_naming_the_reviewer(reviewed, team, clien
         response = api_client.post(url, data, format="json") if probe.api else page_client.post(url, data)
         text = text_of(response)
         where = f"POST {probe.name} {url} as {role}"
-        if response.status_code != probe.author_status:
-            failures.append(f"{where}: status {response.status_code}, expected {probe.author_status}")
+        expected = probe.viewer_status if role == "viewer" and probe.viewer_status else probe.author_status
+        if response.status_code != expected:
+            failures.append(f"{where}: status {response.status_code}, expected {expected}")
         lowered = text.lower()
         if SECRET in lowered or REVIEWER_EMAIL in lowered:
             failures.append(f"{where}: LEAK …{_around(lowered, SECRET if SECRET in lowered else REVIEWER_EMAIL)}…")
@@ -588,12 +614,13 @@ def test_outsiders_never_see_the_reviewer_either(reviewed, team, client_for, who
 def test_emails_to_authors_never_name_the_reviewer(reviewed, team, mailoutbox):
     """Every notification e-mail sent to an author masks the reviewer; the editors' e-mails
     name them (the same notifications, written for each recipient)."""
+    invitations = len(mailoutbox)  # the reviewer's invitation, sent before
     sent = send_notification_emails(list(Notification.objects.values_list("pk", flat=True)))
-    assert sent == len(mailoutbox) > 0
+    assert sent == len(mailoutbox) - invitations > 0
     by_recipient: dict[str, list[str]] = {}
-    for mail in mailoutbox:
-        [to] = mail.to
-        by_recipient.setdefault(to, []).append(f"{mail.subject}\n{mail.body}")
+    for message in mailoutbox:
+        [to] = message.to
+        by_recipient.setdefault(to, []).append(f"{message.subject}\n{message.body}")
     for role in AUTHOR_ROLES:
         texts = by_recipient[team[role].email]
         for text in texts:
@@ -627,14 +654,18 @@ def test_editors_see_who_reviewed(reviewed, team, client_for, role):
 
 
 def test_the_reviewer_sees_their_own_name_and_reruns(reviewed, client_for):
-    """The reviewer is not masked from themself: their review, comments and reruns."""
+    """The reviewer is not masked from themself: their review, comments and reruns (with the
+    whole evidence). The runs themselves belong to the private project, which the reviewer is
+    not a member of: the review is where they see them."""
     ids = reviewed.ids()
     api_client = client_for(reviewed.reviewer)
-    assert api_client.get(f"/api/v1/reviews/{ids['review']}/").json()["reviewer"] == REVIEWER_NAME
+    review = api_client.get(f"/api/v1/reviews/{ids['review']}/").json()
+    assert review["reviewer"] == REVIEWER_NAME
+    assert review["reruns"]
+    assert "withheld" not in review["reruns"][0]
     assert api_client.get(f"/api/v1/reviews/{ids['review']}/comments/").json()["comments"][0]["author"] == REVIEWER_NAME
-    rerun = api_client.get(f"/api/v1/runs/{ids['rerun']}/").json()
-    assert (rerun["created_by"], rerun["node"]) == (REVIEWER_NAME, NODE_NAME)
-    assert api_client.get(f"/api/v1/reproductions/{ids['repro']}/").status_code == 200
+    assert api_client.get(f"/api/v1/runs/{ids['rerun']}/").status_code == 404
+    assert api_client.get(f"/api/v1/reproductions/{ids['repro']}/").status_code == 404
 
 
 def test_open_mode_shows_authors_the_reviewer(private_project, team, client_for):
@@ -674,7 +705,8 @@ def test_authors_cannot_probe_who_reviews_by_inviting(reviewed, team, client_for
 
     def by_form(who: str) -> tuple[int, str]:
         response = page_client.post(f"/pub/{publication_id}/invite", {"reviewer": who}, follow=True)
-        return response.status_code, text_of(response).replace(who, "<who>")
+        shown = re.search(r'<ul class="messages">(.*?)</ul>', text_of(response), re.DOTALL)
+        return response.status_code, (shown.group(1) if shown else "").replace(who, "<who>")
 
     for attempt in (by_api, by_form):
         hidden, bystander = attempt(REVIEWER_NAME), attempt("bystander")
@@ -717,10 +749,11 @@ def _with_warning(original: bytes) -> bytes:
 
 @pytest.mark.parametrize("outcome", ["failed", "warned"])
 def test_rerun_evidence_from_the_reviewers_machine_does_not_reach_authors(blind, team, client_for, outcome):
-    """A rerun's evidence is shown to the authors, but what the reviewer's node wrote into it --
-    the agent's error text when the rerun fails (the kernel's last log line), or a rerun's
-    differing output (a warning printed with its file path) -- carries paths under the reviewer's
-    home directory, i.e. their username. Authors must see the verdict without it."""
+    """A rerun's verdict is shown to the authors, but what the reviewer's node wrote into its
+    evidence -- the agent's error text when the rerun fails (the kernel's last log line), or a
+    rerun's differing output (a warning printed with its file path) -- carries paths under the
+    reviewer's home directory, i.e. their username. Authors get the verdict and the statuses
+    without it; the editors and the reviewer get it all."""
     reviewer = make_user(REVIEWER_NAME)
     review = services.review_invite(publication=blind.publication, inviter=team["owner"], who=REVIEWER_NAME)
     services.review_respond(review=review, user=reviewer, accept=True)
@@ -760,9 +793,11 @@ def test_rerun_evidence_from_the_reviewers_machine_does_not_reach_authors(blind,
             lowered = text_of(response).lower()
             if SECRET in lowered:
                 leaks.append(f"{where} as {role}: …{_around(lowered, SECRET)}…")
-        # The evidence itself stays: what went wrong, minus who it happened to.
+        # The verdict and the per-cell statuses stay; what the reviewer's machine wrote does not
+        # (redacting names out of it would itself answer "is it X?").
         evidence = text_of(shown)
-        assert ("FileNotFoundError" if outcome == "failed" else "RuntimeWarning: Mean of empty slice.") in evidence
+        assert ("FileNotFoundError" if outcome == "failed" else "RuntimeWarning") not in evidence
+        assert "shown to the editors only" in evidence
     assert not leaks, "\n".join(leaks)
     # The editors and the reviewer know who reran: they get the evidence as it came.
     for user in (team["owner"], reviewer):
