@@ -646,11 +646,17 @@ def decision_record(*, version: PublicationVersion, editor: User, decision: str,
     return version
 
 
-def badge_for(version: PublicationVersion) -> Reproduction | None:
-    """The latest settled reproduction check of the version's run (by anyone), for its badge."""
-    return (
-        Reproduction.objects.filter(original_id=version.run_id)
-        .filter(~Q(verdict="pending"))
-        .order_by("-finished_at", "-pk")
-        .first()
-    )
+@dataclass(frozen=True)
+class Badge:
+    check: Reproduction
+    by_reviewer: bool
+
+
+def badge_for(version: PublicationVersion) -> Badge | None:
+    """The check behind the version's badge: the latest settled one a reviewer ran (independent
+    of the authors), else the latest settled one anyone ran. The badge names its tolerances."""
+    settled = Reproduction.objects.filter(original_id=version.run_id).filter(~Q(verdict="pending"))
+    latest = ("-finished_at", "-pk")
+    by_reviewer = settled.filter(reviews__publication_id=version.publication_id).order_by(*latest).first()
+    check = by_reviewer or settled.order_by(*latest).first()
+    return Badge(check=check, by_reviewer=by_reviewer is not None) if check else None

@@ -67,7 +67,7 @@ def _landing_response(request: HttpRequest, version: PublicationVersion, *, stat
         "publication": publication,
         "versions": versions,
         "badge": badge,
-        "badge_environment": _badge_environment(badge),
+        "badge_environment": _badge_environment(badge.check if badge else None),
         "apa": apa(citation_meta(request, version)),
         "structured_data": publication_ld(request, version) if version.is_published else None,
         "is_editor": access.is_editor(user, publication),

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.compute import services as compute
-from apps.compute.models import Run
+from apps.compute.models import Node, Run
 from apps.projects import services as projects
 from apps.projects.models import Role
 from apps.projects.permissions import get_project_for
@@ -215,3 +215,18 @@ def test_an_invitation_e_mail_lost_with_the_broker_is_sent_by_the_sweep(in_revie
     assert send_pending_emails() == 1
     assert [m.to for m in mailoutbox] == [["x@uni.example"]]
     assert send_pending_emails() == 0
+
+
+def test_the_badge_prefers_a_reviewers_check(accepted, in_review, team, reviewer, client):
+    """An author's own lax check (rtol 1) must not speak over the reviewer's independent one."""
+    from apps.reproducibility import services as reproducibility
+
+    rerun_by(accepted, reviewer)
+    own = reproducibility.reproduction_start(original=in_review.run, user=team["owner"], rtol=1.0)
+    run_reruns(own, Node.objects.get(owner=team["owner"]))  # the authors' lab node ran their run
+    assert own.__class__.objects.get(pk=own.pk).finished_at is not None
+    badge = services.badge_for(in_review)
+    assert badge is not None
+    assert (badge.check.pk, badge.by_reviewer) == (accepted.reproductions.get().pk, True)
+    client.force_login(team["member"])
+    assert "by a reviewer" in client.get(f"/pub/{in_review.publication_id}/v1").content.decode()
