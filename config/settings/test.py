@@ -3,7 +3,7 @@
 import os
 
 from .base import *  # noqa: F403
-from .base import CACHES, DATABASES, VAR_DIR, env
+from .base import CACHES, CHANNEL_LAYERS, DATABASES, VAR_DIR, env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
@@ -16,8 +16,17 @@ STORAGES = {
 # database when PostgreSQL is not available.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
-# Runs of the suite may share one Redis: keep their cache keys apart (servers a test starts inherit it).
-CACHES["default"]["KEY_PREFIX"] = env.str("REPROLAB_TEST_RUN_ID", default=str(os.getpid()))
+# Runs of the suite may share one Redis: keep their cache keys, Celery queue and channel-layer
+# groups apart (the servers and workers a test starts inherit the run id), so a worker of one
+# run never takes a task of another's (whose database it cannot see).
+RUN_ID = env.str("REPROLAB_TEST_RUN_ID", default=str(os.getpid()))
+CACHES["default"]["KEY_PREFIX"] = RUN_ID
+CELERY_TASK_DEFAULT_QUEUE = f"reprolab-test-{RUN_ID}"
+if "CONFIG" in CHANNEL_LAYERS["default"]:
+    CHANNEL_LAYERS["default"] = {
+        **CHANNEL_LAYERS["default"],
+        "CONFIG": {**CHANNEL_LAYERS["default"]["CONFIG"], "prefix": f"asgi-test-{RUN_ID}"},  # type: ignore[dict-item]
+    }
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth_token": "1000/minute"}}
 REPROLAB_DEMO_ALLOWED = True
 REPROLAB_PRERENDER = env.bool("REPROLAB_PRERENDER", default=False)  # integration tests turn it on

@@ -127,7 +127,14 @@ def celery_worker(*, beat: bool = False, **env: str) -> Iterator[subprocess.Pope
         stderr=subprocess.STDOUT,
     )
     with stopping(process), log:
-        wait_until(lambda: bool(app.control.ping(timeout=0.5)), timeout=60, what="celery worker", process=process)
+        # Ping this worker by name: another run's worker on the same Redis must not answer for it.
+        name = f"test-{port}@{socket.gethostname()}"
+        wait_until(
+            lambda: bool(app.control.ping(destination=[name], timeout=0.5)),
+            timeout=60,
+            what="celery worker",
+            process=process,
+        )
         yield process
 
 
