@@ -44,6 +44,7 @@ class NotebookVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = NotebookVersion
         fields = [
+            "id",
             "number",
             "sha256",
             "size",

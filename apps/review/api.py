@@ -42,19 +42,28 @@ from .serializers import (
 
 
 def _version_inputs(publication_project: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """Turn ids from the request into objects of the project (unknown ids are a 400, not a 500)."""
+    """Turn ids from the request into objects of the project (unknown ids are a 400, not a 500).
+    The notebook version is named, or is the one the named run executed."""
+    run = None
+    if data["run"] is not None:
+        run = (
+            Run.objects.select_related("notebook_version__notebook")
+            .filter(pk=data["run"], project=publication_project)
+            .first()
+        )
+        if run is None:
+            raise ValidationError({"run": "No such run in this project."})
+    if data["notebook_version"] is None and run is None:
+        raise ValidationError({"run": "Name the run to publish (or a notebook_version and its run)."})
     notebook_version = (
-        NotebookVersion.objects.select_related("notebook")
+        run.notebook_version
+        if data["notebook_version"] is None and run is not None
+        else NotebookVersion.objects.select_related("notebook")
         .filter(pk=data["notebook_version"], notebook__project=publication_project)
         .first()
     )
     if notebook_version is None:
         raise ValidationError({"notebook_version": "No such notebook version in this project."})
-    run = None
-    if data["run"] is not None:
-        run = Run.objects.filter(pk=data["run"], project=publication_project).first()
-        if run is None:
-            raise ValidationError({"run": "No such run in this project."})
     datasets = list(
         DatasetVersion.objects.select_related("dataset").filter(
             pk__in=data["datasets"], dataset__project=publication_project

@@ -21,9 +21,17 @@ class AuthorSerializer(serializers.Serializer):
 
 
 class VersionWriteSerializer(serializers.Serializer):
-    notebook_version = serializers.IntegerField(help_text="Id of the notebook version to publish.")
     run = serializers.IntegerField(
-        required=False, allow_null=True, default=None, help_text="The succeeded run to show (default: the latest)."
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The succeeded run whose result to publish (its notebook version is the one published).",
+    )
+    notebook_version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Id of the notebook version to publish, instead of `run` (its latest succeeded run is shown).",
     )
     title = serializers.CharField(max_length=300)
     authors = AuthorSerializer(many=True, allow_empty=False)

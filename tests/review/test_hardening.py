@@ -230,3 +230,23 @@ def test_the_badge_prefers_a_reviewers_check(accepted, in_review, team, reviewer
     assert (badge.check.pk, badge.by_reviewer) == (accepted.reproductions.get().pk, True)
     client.force_login(team["member"])
     assert "by a reviewer" in client.get(f"/pub/{in_review.publication_id}/v1").content.decode()
+
+
+def test_a_run_is_published_by_its_id_alone(private_project, team, client_for):
+    """Scripts know run ids (the runs API gives them): naming the run names the version too;
+    naming neither is a 400 that says what to send."""
+    owner = team["owner"]
+    version = upload_notebook(private_project, owner, source="print('run me')").version
+    run = succeeded_run(private_project, owner, version)
+    body = {"project": private_project.slug, "title": "By run", "authors": [{"family_names": "Lovelace"}]}
+    client = client_for(owner)
+    neither = client.post("/api/v1/publications/", {**body, "license": "MIT"}, format="json")
+    assert neither.status_code == 400
+    assert "Name the run" in neither.json()["run"][0]
+    created = client.post("/api/v1/publications/", {**body, "license": "MIT", "run": run.pk}, format="json")
+    assert created.status_code == 201, created.json()
+    [v1] = created.json()["versions"]
+    assert (v1["run"], v1["notebook_sha256"]) == (run.pk, version.sha256)
+    listed = client.get(f"/api/v1/projects/{private_project.slug}/notebooks/{version.notebook_id}/versions/").json()
+    ids = [v["id"] for v in (listed["results"] if isinstance(listed, dict) else listed)]
+    assert version.pk in ids  # the versions API gives the id `notebook_version` takes
