@@ -372,7 +372,7 @@ def _queue_invitation_email(review_id: int) -> None:
 
     try:
         send_reviewer_invitation.delay(review_id)
-    except Exception:  # the broker is down: inviting the address again sends a fresh link
+    except Exception:  # the broker is down: the beat sweep sends it (review.send_pending_emails)
         logger.warning("Could not queue the invitation e-mail of review %s", review_id, exc_info=True)
 
 
