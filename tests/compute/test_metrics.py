@@ -5,6 +5,7 @@ rules (open in the embedded mode; otherwise staff or the metrics token, anyone e
 import datetime as dt
 import math
 import re
+import sys
 
 import pytest
 from django.db import connection
@@ -22,6 +23,14 @@ pytestmark = pytest.mark.django_db
 
 NOW = timezone.now()
 TOKEN = "metrics-scraper-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _now_is_this_tests_start(monkeypatch):
+    """NOW is when each test starts, not when the module was imported: the API computes with
+    the real clock, and a suite that runs long before reaching these tests would otherwise find
+    the nodes "seen 1 s ago" long gone (that made these tests depend on test order)."""
+    monkeypatch.setattr(sys.modules[__name__], "NOW", timezone.now())
 
 
 def ago(seconds: float) -> dt.datetime:
