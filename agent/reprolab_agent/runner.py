@@ -245,7 +245,7 @@ class RunExecutor:
             self.upload(ctx, output)
         elif state == "succeeded":
             state, message = "failed", "papermill wrote no output notebook"
-        self.upload_artifacts(ctx, self.compare_with_reference(ctx) if state == "succeeded" else {})
+        self.upload_artifacts(ctx, compare=state == "succeeded")
         return self.complete(ctx, state, message)
 
     def record_environment(self, ctx: RunContext, notebook: Path) -> None:
@@ -368,50 +368,50 @@ class RunExecutor:
             found.append(path)
         return found
 
-    def compare_with_reference(self, ctx: RunContext) -> dict[str, dict[str, Any]]:
-        """For a rerun in a reproduction check: compare each `.npy` this run wrote with the
-        reference run's array at the same path, here where the data is (on the GPU when there is
-        one). The reference arrays come through the content-addressed cache, so a node that holds
-        them already fetches nothing. Any failure only means the site compares instead."""
-        reference = ctx.claim.get("reference")
-        if not reference or not reference.get("arrays"):
-            return {}
+    def compare_with_reference(self, ctx: RunContext, item: dict[str, Any], mine: Path) -> dict[str, Any] | None:
+        """For a rerun in a reproduction check: compare an array this run wrote with the
+        reference run's array at the same path (`item` from the claim), here where the data is
+        (on the GPU when there is one). The reference comes through the content-addressed cache,
+        so a node that holds it already fetches nothing. Any failure only means the site
+        compares instead."""
         try:
             from . import arrays
 
             xp, device = arrays.array_module()
         except ImportError:  # no NumPy on this node
-            log.info("run %s: NumPy is not installed; the site compares the arrays", ctx.run_id)
-            return {}
-        found: dict[str, dict[str, Any]] = {}
-        for item in reference["arrays"]:
-            mine = ctx.workdir / item["path"]
-            if not mine.is_file() or sha256_file(mine) == item["sha256"]:
-                continue  # missing, or the very same bytes: nothing to compute
-            try:
-                theirs = self.cache.fetch(self.client, item["url"], item["sha256"], ctx.claim["run_token"])
-                result = arrays.compare_npy(
-                    str(theirs), str(mine), rtol=reference["rtol"], atol=reference["atol"], xp=xp, device=device
-                )
-            except (RuntimeError, GaveUp, OSError, ValueError, MemoryError) as error:
-                log.warning("run %s: could not compare %s here (%s); the site will", ctx.run_id, item["path"], error)
-                continue
-            found[item["path"]] = {**result, "against_sha256": item["sha256"]}
-        return found
+            log.info("run %s: NumPy is not installed; the site compares %s", ctx.run_id, item["path"])
+            return None
+        reference = ctx.claim["reference"]
+        try:
+            theirs = self.cache.fetch(self.client, item["url"], item["sha256"], ctx.claim["run_token"])
+            result = arrays.compare_npy(
+                str(theirs), str(mine), rtol=reference["rtol"], atol=reference["atol"], xp=xp, device=device
+            )
+        except (RuntimeError, GaveUp, OSError, ValueError, MemoryError) as error:
+            log.warning("run %s: could not compare %s here (%s); the site will", ctx.run_id, item["path"], error)
+            return None
+        return {**result, "against_sha256": item["sha256"]}
 
-    def upload_artifacts(self, ctx: RunContext, comparisons: dict[str, dict[str, Any]] | None = None) -> None:
+    def upload_artifacts(self, ctx: RunContext, *, compare: bool = False) -> None:
+        """Upload the artifacts; with `compare` (a succeeded rerun), each array that differs in
+        bytes from its reference run's is compared first, and the comparison travels with it."""
         if "artifacts" not in ctx.claim["urls"]:
             return
+        references = {a["path"]: a for a in (ctx.claim.get("reference") or {}).get("arrays", [])} if compare else {}
         for path in self.artifacts(ctx):
             relative = path.relative_to(ctx.workdir).as_posix()
             body = path.read_bytes()
+            sha256 = hashlib.sha256(body).hexdigest()
             headers = {
                 "Content-Type": "application/octet-stream",
                 "X-Lease-Id": ctx.lease_id,
-                "X-Content-SHA256": hashlib.sha256(body).hexdigest(),
+                "X-Content-SHA256": sha256,
             }
-            if comparisons and relative in comparisons:
-                headers["X-Reference-Comparison"] = json.dumps(comparisons[relative], separators=(",", ":"))
+            item = references.get(relative)
+            # The very same bytes need no comparison: the site sees equal digests.
+            comparison = self.compare_with_reference(ctx, item, path) if item and item["sha256"] != sha256 else None
+            if comparison is not None:
+                headers["X-Reference-Comparison"] = json.dumps(comparison, separators=(",", ":"))
             reply = self.client.call(
                 "PUT",
                 ctx.claim["urls"]["artifacts"] + urllib.parse.quote(relative),

@@ -5,21 +5,25 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from apps.projects.models import Membership, Project, Role
+from apps.projects.models import Membership, Project
+from apps.projects.permissions import EDITOR_ROLES
 
 from .models import Node, Run, RunArtifact
 
-EDITOR_ROLES = (Role.OWNER, Role.MAINTAINER)
+
+def creator_hidden_rule(user: Any, project: str = "project") -> Q:
+    """What a single-blind reviewer started (runs and reproductions with `creator_hidden`) shows
+    only to that reviewer and the project's editors; `project` is the path to the project."""
+    if not user.is_authenticated:
+        return Q(creator_hidden=False)
+    editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
+    return Q(creator_hidden=False) | Q(created_by=user) | Q(**{f"{project}__in": editing})
 
 
 def runs_visible_to(user: Any) -> QuerySet[Run]:
-    """Runs of the projects the user may see. Runs whose creator is hidden (a single-blind
-    reviewer's reruns) only to their creator and the project's editors."""
+    """Runs of the projects the user may see (those with a hidden creator: see the rule)."""
     runs = Run.objects.filter(project__in=Project.objects.visible_to(user).values("pk"))
-    if not user.is_authenticated:
-        return runs.filter(creator_hidden=False)
-    editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
-    return runs.filter(Q(creator_hidden=False) | Q(created_by=user) | Q(project__in=editing))
+    return runs.filter(creator_hidden_rule(user))
 
 
 def runs_for_listing(user: Any) -> QuerySet[Run]:

@@ -32,6 +32,9 @@ CAN_UPLOAD = Role.MEMBER
 CAN_MANAGE_MEMBERS = Role.MAINTAINER
 CAN_EDIT_PROJECT = Role.MAINTAINER
 CAN_DELETE_PROJECT = Role.OWNER
+# The roles that edit a project's publications: they invite reviewers, decide, and see what
+# single-blind review hides from the other members.
+EDITOR_ROLES = (Role.OWNER, Role.MAINTAINER)
 
 
 def require_role(project: Project, minimum: Role, action: str) -> None:

@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -15,9 +15,8 @@ from rest_framework.views import APIView
 from apps.accounts.request_user import authenticated_user
 from apps.compute.api import AgentApi, stale_lease_response
 from apps.compute.models import Run
-from apps.compute.selectors import EDITOR_ROLES, runs_visible_to
+from apps.compute.selectors import creator_hidden_rule, runs_visible_to
 from apps.compute.services import StaleLease
-from apps.projects.models import Membership
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
@@ -106,10 +105,7 @@ def reproductions_visible_to(user: Any) -> QuerySet[Reproduction]:
     """Reproductions of runs the user may see; one a single-blind reviewer started only to its
     creator and the project's editors."""
     reproductions = Reproduction.objects.filter(original__in=runs_visible_to(user))
-    if not user.is_authenticated:
-        return reproductions.filter(creator_hidden=False)
-    editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
-    return reproductions.filter(Q(creator_hidden=False) | Q(created_by=user) | Q(original__project__in=editing))
+    return reproductions.filter(creator_hidden_rule(user, project="original__project"))
 
 
 def reproduction_for(user: Any, reproduction_id: int) -> Reproduction:

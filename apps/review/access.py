@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
 from apps.projects.models import ROLE_RANK, Membership, Role
+from apps.projects.permissions import EDITOR_ROLES
 
 from .models import Publication, PublicationVersion, Review, ReviewMode, ReviewState, VersionStatus
 
@@ -152,13 +153,15 @@ def reviewer_name(viewer: Any, review: Review) -> str:
 
 def reviews_visible_to(user: Any) -> QuerySet[Review]:
     """Reviews a user may read: their own, and the reviews of publications they author or edit
-    (identities masked by the serializers where the mode asks for it). Declined invitations are
-    visible to the reviewer and the editors only."""
+    (identities masked by the serializers where the mode asks for it). A declined invitation is
+    the editors' record only: the one who declined no longer sees the unpublished work."""
     if not user.is_authenticated:
         return Review.objects.none()
     member = Q(publication__project__memberships__user=user)
+    editing = Membership.objects.filter(user=user, role__in=EDITOR_ROLES).values("project_id")
+    open_or_edited = ~Q(state=ReviewState.DECLINED) | Q(publication__project__in=editing)
     return (
-        Review.objects.filter(Q(reviewer=user) | member)
+        Review.objects.filter((Q(reviewer=user) | member) & open_or_edited)
         .distinct()
         .select_related("publication__project", "reviewer", "submitted_version")
     )
@@ -166,9 +169,7 @@ def reviews_visible_to(user: Any) -> QuerySet[Review]:
 
 def get_review_for(user: Any, review_id: int) -> Review:
     review = reviews_visible_to(user).filter(pk=review_id).first()
-    # A declined invitation is the editors' record only: the one who declined no longer sees
-    # the unpublished work, through the review desk or anywhere else.
-    if review is None or (review.state == ReviewState.DECLINED and not is_editor(user, review.publication)):
+    if review is None:
         raise Http404("No such review.")
     return review
 

@@ -182,11 +182,7 @@ class ReviewListApi(APIView):
     def get(self, request: Request) -> Response:
         user = request.user
         access.preload(user)
-        reviews = [
-            r
-            for r in access.reviews_visible_to(user).prefetch_related("reproductions").order_by("-created_at")[:500]
-            if r.state != "declined" or access.is_editor(user, r.publication)
-        ]
+        reviews = access.reviews_visible_to(user).prefetch_related("reproductions").order_by("-created_at")[:500]
         return Response(ReviewSerializer(reviews, many=True, context={"request": request}).data)
 
 

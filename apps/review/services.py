@@ -17,7 +17,7 @@ from apps.compute.models import Run, RunState
 from apps.core.licenses import spdx_license_id
 from apps.core.secrets import hash_secret, new_secret
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
-from apps.projects.permissions import CAN_UPLOAD, require_role
+from apps.projects.permissions import CAN_UPLOAD, EDITOR_ROLES, require_role
 from apps.reproducibility import services as reproducibility
 from apps.reproducibility.models import Reproduction
 
@@ -243,8 +243,9 @@ def publication_add_version(
 
 
 def _members(publication: Publication, *, editors_only: bool = False) -> list[User]:
-    roles = ["owner", "maintainer"] if editors_only else ["owner", "maintainer", "member", "viewer"]
-    return list(User.objects.filter(memberships__project_id=publication.project_id, memberships__role__in=roles))
+    # One filter() call: the project and the role must hold for the same membership.
+    role = {"memberships__role__in": EDITOR_ROLES} if editors_only else {}
+    return list(User.objects.filter(memberships__project_id=publication.project_id, **role))
 
 
 def _reviewers(publication: Publication) -> list[User]:

@@ -10,6 +10,13 @@ from celery import shared_task
 logger = logging.getLogger(__name__)
 
 
+def site_link(path: str) -> str:
+    """An absolute link for an e-mail (no request at hand in a worker to build one from)."""
+    from django.conf import settings
+
+    return f"{settings.REPROLAB_SITE_URL.rstrip('/')}{path}"
+
+
 @shared_task(name="review.send_notification_emails", time_limit=120, soft_time_limit=100)
 def send_notification_emails(notification_ids: list[int]) -> int:
     """Send each notification's e-mail once (a row is claimed by setting `emailed_at` first, so a
@@ -29,7 +36,7 @@ def send_notification_emails(notification_ids: list[int]) -> int:
         )
         if not claimed or not notification.user.email:
             continue
-        link = f"{settings.REPROLAB_SITE_URL.rstrip('/')}{notification.url}" if notification.url else ""
+        link = site_link(notification.url) if notification.url else ""
         try:
             send_mail(
                 subject=f"[ReproLab] {' '.join(notification.message.split())[:120]}",
@@ -83,7 +90,7 @@ def send_reviewer_invitation(review_id: int) -> bool:
     if review is None:
         return False
     token = invitation_issue_token(review)
-    link = f"{settings.REPROLAB_SITE_URL.rstrip('/')}/reviews/invitation/{token}/"
+    link = site_link(f"/reviews/invitation/{token}/")
     inviter = review.invited_by.username if review.invited_by else "An editor"
     send_mail(
         subject=f"[ReproLab] Invitation to review “{publication_title(review.publication)}”",
