@@ -16,9 +16,9 @@ _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery"
 
 
-def make_user(username: str | None = None, password: str = PASSWORD) -> User:
+def make_user(username: str | None = None, password: str = PASSWORD, *, staff: bool = False) -> User:
     username = username or f"user{next(_counter)}"
-    user = User(username=username, email=f"{username}@example.org")
+    user = User(username=username, email=f"{username}@example.org", is_staff=staff)
     user.set_password(password)
     user.save()
     return user

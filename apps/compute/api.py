@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
@@ -26,7 +27,7 @@ from apps.core.uploads import blob_response, reject_oversized_body
 from apps.projects.models import DatasetFile, DatasetVersion, Notebook, Project
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
-from . import services
+from . import services, trust
 from .authentication import NodeTokenAuthentication, RunTokenAuthentication
 from .models import Node, Run, RunArtifact
 from .selectors import final_artifacts, nodes_of, runs_for_listing
@@ -44,14 +45,22 @@ from .serializers import (
 )
 
 
-def _owned_projects(user: Any, slugs: list[str]) -> list[Project]:
+def _served_projects(user: Any, slugs: list[str]) -> list[Project]:
+    """The projects a node of `user` may list: those where `user` may write results."""
     projects = []
     for slug in slugs:
-        project = Project.objects.visible_to(user).filter(slug=slug, user_role__isnull=False).first()  # type: ignore[misc]
+        project = Project.objects.visible_to(user).filter(slug=slug, user_role__in=trust.WRITER_ROLES).first()  # type: ignore[misc]
         if project is None:
-            raise exceptions.ValidationError({"projects": f"You are not a member of a project '{slug}'."})
+            raise exceptions.ValidationError(
+                {"projects": f"You are not a member (member role or higher) of a project '{slug}'."}
+            )
         projects.append(project)
     return projects
+
+
+def _check_sharing(user: Any, shared: bool | None) -> None:
+    if shared and not trust.may_share_nodes(user):
+        raise exceptions.PermissionDenied(trust.SHARING_REFUSED)
 
 
 class NodeViewSet(viewsets.ModelViewSet):
@@ -72,7 +81,8 @@ class NodeViewSet(viewsets.ModelViewSet):
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated(NodeWriteSerializer, request.data)
         user = authenticated_user(request)
-        data["projects"] = _owned_projects(user, data["projects"])
+        _check_sharing(user, data["shared"])
+        data["projects"] = _served_projects(user, data["projects"])
         if Node.objects.filter(owner=user, name=data["name"]).exists():
             raise exceptions.ValidationError({"name": f"You already have a node named '{data['name']}'."})
         registered = services.node_register(owner=user, **data)
@@ -81,13 +91,15 @@ class NodeViewSet(viewsets.ModelViewSet):
         return Response(payload, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=NodeWriteSerializer, responses=NodeSerializer)
+    @transaction.atomic
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         node = self.get_object()
         serializer = NodeWriteSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         changes = dict(serializer.validated_data)
+        _check_sharing(request.user, changes.get("shared"))
         if "projects" in changes:
-            node.projects.set(_owned_projects(request.user, changes.pop("projects")))
+            node.projects.set(_served_projects(request.user, changes.pop("projects")))
         for field, value in changes.items():
             setattr(node, field, value)
         node.full_clean()

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from apps.accounts.models import User
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 
+from . import trust
 from .models import Node
 
 PARAMETER_PREFIX = "param_"
@@ -44,20 +45,23 @@ class NodeForm(forms.Form):
     shared = forms.BooleanField(
         required=False,
         label="Shared: take runs from everyone on this site",
-        help_text="Otherwise it takes your own runs and those of the projects ticked below.",
+        help_text="Staff only. Otherwise it takes your own runs and those of the projects ticked below.",
     )
     projects = ProjectChoiceField(
         queryset=Project.objects.none(),
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Projects (you are a member of) whose runs this node may take, besides your own.",
+        help_text="Projects (where you have the member role or higher) whose runs this node may take, besides your own.",
     )
 
     def __init__(self, *args: Any, owner: User, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owner = owner
-        member_of = Project.objects.visible_to(owner).filter(user_role__isnull=False)  # type: ignore[misc]
-        self.fields["projects"].queryset = member_of.order_by("name", "slug")  # type: ignore[attr-defined]
+        if not trust.may_share_nodes(owner):
+            # A shared node sees every user's runs: only staff may offer one (see trust.py).
+            del self.fields["shared"]
+        writer_of = Project.objects.visible_to(owner).filter(user_role__in=trust.WRITER_ROLES)  # type: ignore[misc]
+        self.fields["projects"].queryset = writer_of.order_by("name", "slug")  # type: ignore[attr-defined]
 
     def clean_name(self) -> str:
         name = str(self.cleaned_data["name"]).strip()

@@ -8,6 +8,7 @@ database transaction guarded by compare-and-set on the state and lease id.
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -18,8 +19,8 @@ class Node(models.Model):
     name = models.CharField(max_length=100)
     tags = models.JSONField(default=list, blank=True)
     max_concurrency = models.PositiveSmallIntegerField(default=1)
-    # Shared nodes take runs from everyone on the site; otherwise the owner's runs and those of
-    # the projects listed in `projects`.
+    # Shared nodes take runs from everyone on the site, and only staff may share one (see
+    # apps/compute/trust.py); otherwise the owner's runs and those of the projects listed.
     shared = models.BooleanField(default=False)
     projects = models.ManyToManyField("projects.Project", blank=True, related_name="nodes")
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
@@ -35,6 +36,10 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.shared and not self.owner.is_staff:
+            raise ValidationError({"shared": "Only staff can share a node with everyone on the site."})
 
     @property
     def gpus(self) -> list[dict]:

@@ -36,9 +36,14 @@ class NodeWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
     max_concurrency = serializers.IntegerField(min_value=1, max_value=64, required=False, default=1)
-    shared = serializers.BooleanField(required=False, default=False)
+    shared = serializers.BooleanField(
+        required=False, default=False, help_text="Take runs from everyone on the site. Staff only (else 403)."
+    )
     projects = serializers.ListField(
-        child=serializers.SlugField(), required=False, default=list, help_text="Project slugs whose runs it may take."
+        child=serializers.SlugField(),
+        required=False,
+        default=list,
+        help_text="Project slugs whose runs it may take (you need the member role or higher in each).",
     )
 
 

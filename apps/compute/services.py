@@ -15,17 +15,17 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.core.broadcast import broadcast_on_commit
 from apps.core.hashing import store_blob
 from apps.core.secrets import hash_secret, new_secret
-from apps.projects.models import DatasetVersion, Membership, NotebookVersion, Project
+from apps.projects.models import DatasetVersion, NotebookVersion, Project
 from apps.projects.validation import clean_relative_path
 
-from . import scheduling, signals
+from . import scheduling, signals, trust
 from .models import ACTIVE_STATES, Node, Run, RunArtifact, RunEvent, RunState, new_lease_id
 from .parameters import validate_parameters
 from .queue_signal import announce_work
@@ -274,17 +274,18 @@ def _lease_deadline() -> dt.datetime:
 
 
 def _eligible_runs(node: Node) -> Any:
-    """Queued runs this node may take: its owner's, its shared projects', or anyone's when the
-    node is shared; only runs whose dependencies all succeeded."""
-    runs = Run.objects.filter(state=RunState.QUEUED, cancel_requested=False)
-    if not node.shared:
-        project_run = Q(project__in=node.projects.all()) & Q(independent=False)
-        runs = runs.filter(Q(created_by_id=node.owner_id) | project_run)
-    else:
-        owner_is_member = Membership.objects.filter(project=OuterRef("project"), user_id=node.owner_id)
-        runs = runs.exclude(Q(independent=True) & Q(Exists(owner_is_member)) & ~Q(created_by_id=node.owner_id))
+    """Queued runs this node may take (see `trust`) whose dependencies all succeeded."""
+    runs = Run.objects.filter(trust.runs_for_node(node), state=RunState.QUEUED, cancel_requested=False)
     unfinished_dependency = Run.objects.filter(dependents=OuterRef("pk")).exclude(state=RunState.SUCCEEDED)
     return runs.exclude(Exists(unfinished_dependency))
+
+
+def _stored_mb(value: Any) -> int:
+    """A GPU memory figure from a node's stored capabilities; anything odd counts as none, so
+    one node's data can never stop the scheduler."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if 0 <= value < 2**31 else 0
 
 
 def _node_slots(nodes: Sequence[Node]) -> list[scheduling.NodeSlot]:
@@ -293,15 +294,19 @@ def _node_slots(nodes: Sequence[Node]) -> list[scheduling.NodeSlot]:
     )
     slots = []
     for node in nodes:
-        gpus = node.gpus
+        gpus = [g for g in node.gpus if isinstance(g, dict)]
         slots.append(
             scheduling.NodeSlot(
                 id=node.pk,
-                tags=frozenset(node.tags),
+                tags=frozenset(t for t in node.tags if isinstance(t, str))
+                if isinstance(node.tags, list)
+                else frozenset(),
                 max_concurrency=node.max_concurrency,
                 running=running.get(node.pk, 0),
                 gpu_count=len(gpus),
-                gpu_memory_mb=max((int(g.get("memory_total_mb") or g.get("memory_mb") or 0) for g in gpus), default=0),
+                gpu_memory_mb=max(
+                    (_stored_mb(g.get("memory_total_mb") or g.get("memory_mb")) for g in gpus), default=0
+                ),
             )
         )
     return slots
@@ -310,26 +315,12 @@ def _node_slots(nodes: Sequence[Node]) -> list[scheduling.NodeSlot]:
 def _active_nodes(claimer: Node) -> list[Node]:
     since = timezone.now() - dt.timedelta(seconds=settings.REPROLAB_NODE_ACTIVE_SECONDS)
     nodes = list(
-        Node.objects.filter(revoked_at__isnull=True, last_seen_at__gte=since)
+        Node.objects.filter(revoked_at__isnull=True, last_seen_at__gte=since, owner__is_active=True)
         .exclude(pk=claimer.pk)
+        .select_related("owner")
         .prefetch_related("projects")
     )
     return [claimer, *nodes]
-
-
-def _allowed_nodes(
-    run: Run, nodes: Sequence[Node], project_ids: dict[int, set[int]], members: dict[int, set[int]]
-) -> frozenset[int]:
-    """The nodes that may run `run`: its creator's, shared ones, and its project's nodes; an
-    independent run neither on its project's nodes nor on shared nodes a project member owns."""
-    if run.independent:
-        project_members = members.get(run.project_id, set())
-        return frozenset(
-            n.pk for n in nodes if n.owner_id == run.created_by_id or (n.shared and n.owner_id not in project_members)
-        )
-    return frozenset(
-        n.pk for n in nodes if n.shared or n.owner_id == run.created_by_id or run.project_id in project_ids[n.pk]
-    )
 
 
 def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
@@ -354,12 +345,8 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
             if not runs:
                 return None
             nodes = _active_nodes(node)
-            node_project_ids = {n.pk: {p.pk for p in n.projects.all()} for n in nodes}
-            members: dict[int, set[int]] = {}
-            for project_id, user_id in Membership.objects.filter(
-                project_id__in={r.project_id for r in runs if r.independent}
-            ).values_list("project_id", "user_id"):
-                members.setdefault(project_id, set()).add(user_id)
+            facts = [trust.node_facts(n) for n in nodes]
+            crews = trust.crews({r.project_id for r in runs}, {n.owner_id for n in nodes})
             running_by_owner = dict(
                 Run.objects.filter(state__in=ACTIVE_STATES).values_list("created_by_id").annotate(n=Count("id"))
             )
@@ -372,7 +359,7 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
                     required_tags=frozenset(r.requirements.get("tags", [])),
                     needs_gpu=bool(r.requirements.get("gpu")),
                     min_gpu_memory_mb=int(r.requirements.get("min_gpu_memory_mb", 0)),
-                    allowed_node_ids=_allowed_nodes(r, nodes, node_project_ids, members),
+                    allowed_node_ids=trust.allowed_node_ids(trust.run_facts(r), facts, crews[r.project_id]),
                 )
                 for r in runs
             ]

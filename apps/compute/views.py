@@ -33,7 +33,7 @@ from apps.projects.permissions import CAN_UPLOAD, get_project_for, has_role, req
 from . import agent_dist, services
 from .forms import NodeForm, RunForm
 from .models import ACTIVE_STATES, FINAL_STATES, Node, Run, RunState
-from .selectors import nodes_of, runs_for_listing
+from .selectors import nodes_of, nodes_serving, runs_for_listing
 
 RUNS_PER_PAGE = 30
 NODE_RECENT_RUNS = 20
@@ -153,12 +153,16 @@ def _node_views(nodes: list[Node]) -> list[NodeView]:
 
 @login_required
 def node_list(request: HttpRequest) -> HttpResponse:
+    """Your nodes, and every other node that may take your runs (and which of them)."""
     nodes = list(nodes_of(request.user))
-    return render(
-        request,
-        "compute/node_list.html",
-        {"nodes": _node_views(nodes), "active_seconds": settings.REPROLAB_NODE_ACTIVE_SECONDS},
-    )
+    serving = nodes_serving(request.user)
+    views = _node_views([*nodes, *(s.node for s in serving)])
+    context = {
+        "nodes": views[: len(nodes)],
+        "serving": list(zip(serving, views[len(nodes) :], strict=True)),
+        "active_seconds": settings.REPROLAB_NODE_ACTIVE_SECONDS,
+    }
+    return render(request, "compute/node_list.html", context)
 
 
 def _agent_commands(request: HttpRequest, node: Node, token: str | None) -> dict[str, Any]:
@@ -223,7 +227,7 @@ def node_create(request: HttpRequest) -> HttpResponse:
                 name=data["name"],
                 tags=data["tags"],
                 max_concurrency=data["max_concurrency"],
-                shared=data["shared"],
+                shared=data.get("shared", False),
                 projects=list(data["projects"]),
             )
         except ValidationError as error:

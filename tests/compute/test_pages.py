@@ -297,7 +297,7 @@ def test_member_cancels_a_queued_run(team, private_run):
 
 
 def test_cancelling_a_running_run_asks_the_node(team, private_run):
-    node = services.node_register(owner=team["owner"], name="n1", shared=True).node
+    node = services.node_register(owner=team["owner"], name="n1", projects=[private_run.project]).node
     claim = services.run_claim(node=node)
     assert claim is not None
     assert claim.run.pk == private_run.pk

@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.compute import services
 from apps.compute.models import Node, Run, RunEvent, RunState
-from apps.projects.models import NotebookVersion, Project
+from apps.projects.models import Membership, NotebookVersion, Project, Role
 
 from ..factories import make_project, make_user, upload_notebook
 
@@ -189,16 +189,18 @@ class TestEligibility:
         submit(project, version)
         assert services.run_claim(node=node(outsider)) is None
 
-    def test_a_shared_node_takes_anyones_run(self, project, version, outsider):
+    def test_a_staff_shared_node_takes_anyones_run(self, project, version):
         run = submit(project, version)
-        assert claim(node(outsider, shared=True)).run.pk == run.pk
+        assert claim(node(make_user("stella", staff=True), shared=True)).run.pk == run.pk
 
-    def test_a_node_listing_a_project_takes_that_projects_runs_only(self, project, version, owner, outsider):
+    def test_a_node_listing_a_project_takes_that_projects_runs_only(self, project, version, owner):
         colleague = make_user("cora")
         theirs = make_project(colleague, slug="theirs")
         submit(theirs, upload_notebook(theirs, colleague).version, user=colleague)
         run = submit(project, version, user=owner)
-        project_node = node(outsider, projects=[project], max_concurrency=2)
+        labmate = make_user("lars")
+        Membership.objects.create(project=project, user=labmate, role=Role.MEMBER)
+        project_node = node(labmate, projects=[project], max_concurrency=2)
         assert claim(project_node).run.pk == run.pk
         assert services.run_claim(node=project_node) is None  # the other project's run is not its business
         assert Run.objects.filter(project=theirs, state=RunState.QUEUED).count() == 1

@@ -26,10 +26,16 @@ LOCAL_NODE_NAME = "local"
 
 @transaction.atomic
 def local_node_token(concurrency: int) -> str:
+    """The local node's token, rotated. The node is shared (the one node of the embedded mode runs
+    everybody's runs), so its owner is a staff system account that nobody can log in to."""
     owner, created = User.objects.get_or_create(username=LOCAL_NODE_OWNER, defaults={"is_active": True})
     if created:
         owner.set_unusable_password()
-        owner.save()
+    elif owner.has_usable_password():
+        # Someone signed up under the system account's name: never make their account staff.
+        raise CommandError(f"The user '{LOCAL_NODE_OWNER}' is a person's account, not the local node's; rename it.")
+    owner.is_staff = True
+    owner.save()
     node = Node.objects.filter(owner=owner, name=LOCAL_NODE_NAME).first()
     if node is None:
         # Shared: in the embedded mode the one local node runs everybody's runs.
