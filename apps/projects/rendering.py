@@ -21,7 +21,7 @@ from .models import NotebookVersion
 logger = logging.getLogger(__name__)
 
 # Bump when the renderer's output changes, so old cached renders are not served.
-RENDERER_VERSION = 3
+RENDERER_VERSION = 4
 FAILURE_TTL_SECONDS = 600
 
 

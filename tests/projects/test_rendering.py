@@ -497,3 +497,119 @@ def test_fresh_renders_are_rate_limited_per_user_but_cached_ones_are_not(
     assert len(fake_renderer.calls) == 1
     # The already rendered version is still served: it costs no render.
     assert owner_client.get(render_url(private_project, first)).status_code == 200
+
+
+# --- images in markdown: cell attachments and data URLs ---------------------------------------------
+# A 1x1 PNG and GIF; an SVG that would run script if it were ever shown as a document.
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+GIF_1PX = "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
+SVG_B64 = "PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIG9ubG9hZD0iYWxlcnQoMSkiLz4="
+DATA_URL_PAYLOADS = {
+    "svg-img": f'<img alt="svg-img" src="data:image/svg+xml;base64,{SVG_B64}">',
+    "svg-markdown": f"![svg-markdown](data:image/svg+xml;base64,{SVG_B64})",
+    "html-img": '<img alt="html-img" src="data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==">',
+    "html-link": '<a href="data:text/html,<script>alert(1)</script>">html-link</a>',
+    "html-spaced": '<img alt="html-spaced" src=" da&#9;ta:text/html,<script>alert(1)</script>">',
+    "png-as-link": f'<a href="data:image/png;base64,{PNG_1PX}">png-as-link</a>',
+    "js-img": '<img alt="js-img" src="javascript:alert(\'x\')">',
+}
+
+
+def attachments_notebook() -> nbformat.NotebookNode:
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    pasted = new_markdown_cell("Pasted: ![pasted](attachment:image.png) and ![animated](attachment:anim.gif)")
+    pasted.attachments = {"image.png": {"image/png": PNG_1PX}, "anim.gif": {"image/gif": GIF_1PX}}
+    # nbconvert prefers SVG when both exist; the PNG beside it must be shown instead.
+    both = new_markdown_cell("Both: ![both](attachment:chart)")
+    both.attachments = {"chart": {"image/svg+xml": SVG_B64, "image/png": PNG_1PX}}
+    svg_only = new_markdown_cell("Vector: ![vector](attachment:vector.svg)")
+    svg_only.attachments = {"vector.svg": {"image/svg+xml": SVG_B64}}
+    missing = new_markdown_cell("Lost: ![lost](attachment:lost.png)\n\nText after the lost image.")
+    inline = new_markdown_cell(
+        f"Inline: ![inline](data:image/png;base64,{PNG_1PX})\n\n" + "\n\n".join(DATA_URL_PAYLOADS.values())
+    )
+    nb.cells = [pasted, both, svg_only, missing, inline, new_markdown_cell("# The last cell")]
+    return nb
+
+
+@pytest.fixture(scope="module")
+def attachments_html() -> str:
+    return rendering._render_in_child(nbformat.writes(attachments_notebook()).encode())
+
+
+@pytest.fixture(scope="module")
+def attachment_images(attachments_html: str) -> dict[str, str]:
+    """alt text -> src of every image in the render."""
+    return {e.get("alt") or "": e.get("src") or "" for e in parse(attachments_html) if e.tag == "img"}
+
+
+def test_pasted_png_attachment_appears_as_a_data_url(attachment_images):
+    assert attachment_images["pasted"] == f"data:image/png;base64,{PNG_1PX}"
+
+
+def test_gif_attachment_appears_as_a_data_url(attachment_images):
+    assert attachment_images["animated"] == f"data:image/gif;base64,{GIF_1PX}"
+
+
+def test_attachment_with_svg_and_png_shows_the_png(attachment_images):
+    assert attachment_images["both"] == f"data:image/png;base64,{PNG_1PX}"
+
+
+def test_inline_png_data_url_in_markdown_appears(attachment_images):
+    assert attachment_images["inline"] == f"data:image/png;base64,{PNG_1PX}"
+
+
+@pytest.mark.parametrize("alt", ["svg-img", "svg-markdown", "html-img", "html-spaced", "js-img"])
+def test_non_raster_image_urls_are_dropped(attachment_images, alt):
+    assert attachment_images.get(alt, "") in ("", "#harmful-link")
+
+
+def test_no_data_url_other_than_a_raster_image_survives_anywhere(attachments_html):
+    urls = [
+        (e.tag, name, value)
+        for e in parse(attachments_html)
+        for name, value in e.attrs
+        if "data:" in value.lower() and not (e.tag == "img" and name == "src" and value.startswith("data:image/"))
+    ]
+    svg_sources = [e.get("alt") for e in parse(attachments_html) if "svg" in (e.get("src") or "").lower()]
+
+    assert urls == []
+    assert svg_sources == []
+
+
+@pytest.mark.parametrize("text", ["html-link", "png-as-link"])
+def test_data_url_links_lose_their_href(attachments_html, text):
+    links = [e for e in parse(attachments_html) if e.tag == "a" and (e.get("href") or "").lower().startswith("data:")]
+
+    assert links == []
+
+
+def test_svg_only_attachment_is_a_placeholder_not_an_image(attachments_html, attachment_images):
+    assert "vector" not in attachment_images
+    assert "attachment “vector.svg” is not a PNG, JPEG, GIF or WebP image" in attachments_html
+
+
+def test_missing_attachment_is_a_visible_placeholder_and_the_rest_renders(attachments_html, attachment_images):
+    placeholders = [e for e in parse(attachments_html) if rendering_placeholder(e)]
+
+    assert "lost" not in attachment_images
+    assert len(placeholders) == 2  # lost.png and vector.svg
+    assert "Image not shown: attachment “lost.png” is not in this notebook" in attachments_html
+    assert "Text after the lost image." in attachments_html
+    assert "The last cell" in attachments_html
+    assert ".reprolab-missing-attachment{" in attachments_html  # styled, so it stands out
+
+
+def rendering_placeholder(element: Element) -> bool:
+    return element.tag == "span" and "reprolab-missing-attachment" in (element.get("class") or "").split()
+
+
+def test_notebook_with_a_missing_attachment_is_served_not_refused(owner_client, private_project):
+    nb = unique_notebook()
+    nb.cells.append(new_markdown_cell("![gone](attachment:gone.png)"))
+    version = upload(private_project, nb)
+
+    response = owner_client.get(render_url(private_project, version))
+
+    assert response.status_code == 200
+    assert "attachment “gone.png” is not in this notebook" in response.content.decode()
