@@ -79,8 +79,8 @@ class Run(models.Model):
     # Started by a single-blind reviewer: visible to its creator and the project's editors only
     # (its creator, node and environment would tell the authors who reviewed).
     creator_hidden = models.BooleanField(default=False)
-    # An independent check (a reviewer's rerun): only the creator's own nodes, or shared nodes
-    # no member of the project owns, may run it; the authors' nodes must not produce the proof.
+    # An independent check (a reviewer's rerun): only the creator's own nodes, or staff-shared
+    # nodes no member of the project owns, may run it (apps/compute/trust.py).
     independent = models.BooleanField(default=False)
 
     state = models.CharField(max_length=10, choices=RunState.choices, default=RunState.QUEUED, db_index=True)

@@ -560,8 +560,9 @@ def review_rerun(
     repeats: int = 1,
     requirements: Any = None,
 ) -> Reproduction:
-    """A reproduction check of the version's run, started by the reviewer (so it runs on nodes
-    the reviewer may use: their own, shared ones, or the project's) and attached to the review."""
+    """A reproduction check of the version's run, started by the reviewer and attached to the
+    review. Its runs are independent: only the reviewer's own nodes or staff-shared nodes that no
+    project member owns may take them (apps/compute/trust.py)."""
     _require_active_reviewer(review, user)
     version = version or review.publication.versions.order_by("-number").first()
     if version is None or version.publication_id != review.publication_id:
