@@ -59,7 +59,10 @@ def build_report(run: Run) -> dict[str, Any]:
         {
             "item": "Persistent identifier",
             "ok": False,
-            "detail": "No DOI yet: publish the notebook version to mint one. Until then it is identified by URL and sha256.",
+            # Nothing here registers DOIs (publishing gives a landing page and DataCite metadata,
+            # not a DOI): say so, rather than promise one.
+            "detail": "Identified by its URL and the notebook's sha256 (content-addressed), not by a DOI: "
+            "this site registers DOIs only when its operator configures DataCite registration.",
         },
         {
             "item": "License",

@@ -1,11 +1,13 @@
 """The human run report: built by the Celery task when a run ends, with a FAIR checklist and
 recommendations drawn from the notebook, its data and its environment; printable and escaped."""
 
+import datetime as dt
 import io
 
 import pytest
 
 from apps.compute import services as compute
+from apps.compute.models import Run
 from apps.projects import services as project_services
 from apps.projects.models import Role
 from apps.reproducibility import tasks
@@ -89,3 +91,37 @@ def test_report_page_is_printable_escaped_and_private(client, risky_run):
     assert "@media print" not in html  # the print rules live in the stylesheet
     client.force_login(make_user())
     assert client.get(f"/runs/{run.pk}/report/").status_code == 404
+
+
+def test_report_page_formats_times_like_the_site_and_says_how_long_it_took(client, risky_run):
+    owner, run, node = risky_run
+    finish(run, node, output=executed("0.42\n"))
+    started = dt.datetime(2026, 12, 1, 8, 30, 19, 450296, tzinfo=dt.UTC)
+    Run.objects.filter(pk=run.pk).update(started_at=started, finished_at=started + dt.timedelta(seconds=3))
+    tasks.build_run_report(run.pk)
+    client.force_login(owner)
+
+    page = client.get(f"/runs/{run.pk}/report/").content.decode()
+
+    times = page.split('id="report-times">', 1)[1].split("</p>", 1)[0]
+    assert "started 2026-12-01 08:30:19 UTC" in times
+    assert "finished 2026-12-01 08:30:22 UTC" in times
+    assert "took 3 seconds" in times
+    assert "T08:30" not in page
+    assert "+00:00" not in page
+
+
+def test_fair_identifier_says_what_is_true_and_promises_no_doi(risky_run):
+    _, run, node = risky_run
+    finish(run, node, output=executed("0.42\n"))
+    tasks.build_run_report(run.pk)
+
+    identifier = next(
+        c for c in RunReport.objects.get(run=run).data["checklist"] if c["item"] == "Persistent identifier"
+    )
+
+    assert identifier["ok"] is False
+    assert "mint" not in identifier["detail"]
+    assert "URL" in identifier["detail"]
+    assert "sha256" in identifier["detail"]
+    assert "DataCite registration" in identifier["detail"]
