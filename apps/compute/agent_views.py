@@ -64,6 +64,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "events": url("agent-run-events"),
             "output": url("agent-run-output"),
             "complete": url("agent-run-complete"),
+            "release": url("agent-run-release"),
             "environment": url("agent-run-environment"),
             "artifacts": url("agent-run-artifact", path="x")[: -len("x")],
         },

@@ -39,6 +39,7 @@ from .serializers import (
     NodeSerializer,
     NodeWriteSerializer,
     RegisteredNodeSerializer,
+    ReleaseSerializer,
     RunCreateSerializer,
     RunEventSerializer,
     RunSerializer,
@@ -399,6 +400,23 @@ class AgentCompleteApi(AgentApi):
         except services.StaleLease as exc:
             return stale_lease_response(exc)
         return Response({"state": run.state})
+
+
+class AgentReleaseApi(AgentApi):
+    """Hand the run back under the current lease: it is requeued at once (the agent is stopping,
+    or the node could not run it)."""
+
+    @extend_schema(request=ReleaseSerializer, responses={200: dict, 400: dict, 409: dict})
+    def post(self, request: Request, run_id: int) -> Response:
+        run = self.run_for(request, run_id)
+        data = validated(ReleaseSerializer, request.data)
+        try:
+            run = services.run_release(
+                run=run, lease_id=str(data["lease_id"]), reason=data["reason"], detail=data["detail"]
+            )
+        except services.StaleLease as exc:
+            return stale_lease_response(exc)
+        return Response({"state": run.state, "attempt": run.attempt, "max_attempts": run.max_attempts})
 
 
 class AgentNotebookApi(AgentApi):

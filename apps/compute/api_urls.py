@@ -21,4 +21,5 @@ urlpatterns = [
     path(f"{R}/output/", api.AgentOutputApi.as_view(), name="agent-run-output"),
     path(f"{R}/artifacts/<path:path>", api.AgentArtifactApi.as_view(), name="agent-run-artifact"),
     path(f"{R}/complete/", api.AgentCompleteApi.as_view(), name="agent-run-complete"),
+    path(f"{R}/release/", api.AgentReleaseApi.as_view(), name="agent-run-release"),
 ]

@@ -188,3 +188,11 @@ class HeartbeatSerializer(LeaseSerializer):
 class CompleteSerializer(LeaseSerializer):
     state = serializers.ChoiceField(choices=["succeeded", "failed", "cancelled"])
     error = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+
+
+class ReleaseSerializer(LeaseSerializer):
+    reason = serializers.ChoiceField(
+        choices=["shutdown", "infrastructure"],
+        help_text="shutdown: the agent is stopping (costs no attempt); infrastructure: the node could not run it.",
+    )
+    detail = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)

@@ -539,23 +539,67 @@ def expire_leases() -> int:
                 _finish(run, RunState.LOST, f"The node stopped answering on all {run.attempt} attempts.")
             else:
                 lost_node = run.node.name if run.node else "?"
-                # Nothing the lost attempt sent is kept as a result.
-                RunArtifact.objects.filter(run=run, attempt=run.attempt).delete()
-                run.state = RunState.QUEUED
-                run.attempt += 1
-                run.node = None
-                run.lease_id = None
-                run.lease_expires_at = None
-                run.run_token_hash = ""
-                run.pending_output = {}
-                run.queued_at = now
-                run.save()
-                _append_server_event(
-                    run,
-                    "state",
-                    {"state": RunState.QUEUED, "attempt": run.attempt, "reason": f"lease on {lost_node} expired"},
-                )
-                announce_work()
+                _requeue(run, now=now, reason=f"lease on {lost_node} expired")
     if moved:
         logger.info("Lease sweep moved %d run(s)", moved)
     return moved
+
+
+def _requeue(run: Run, *, now: dt.datetime, reason: str, free: bool = False, **payload: Any) -> None:
+    """Put a locked run back in the queue as its next attempt: no node, no lease, nothing the
+    ended attempt sent kept as a result. `free`: the attempt does not count against max_attempts
+    (the attempt number still grows: it keys the events and artifacts of each attempt)."""
+    RunArtifact.objects.filter(run=run, attempt=run.attempt).delete()
+    run.state = RunState.QUEUED
+    run.attempt += 1
+    if free:
+        run.max_attempts += 1
+    run.node = None
+    run.lease_id = None
+    run.lease_expires_at = None
+    run.run_token_hash = ""
+    run.pending_output = {}
+    run.queued_at = now
+    run.save()
+    _append_server_event(run, "state", {"state": RunState.QUEUED, "attempt": run.attempt, "reason": reason, **payload})
+    announce_work()
+
+
+RELEASE_SHUTDOWN = "shutdown"
+RELEASE_INFRASTRUCTURE = "infrastructure"
+RELEASE_REASONS = {
+    # The agent is stopping (SIGTERM): the run did nothing wrong and is charged no attempt.
+    RELEASE_SHUTDOWN: "the node's agent stopped",
+    # The node could not run it (the kernel did not start, uploads kept failing): retried like
+    # a lost node, up to max_attempts.
+    RELEASE_INFRASTRUCTURE: "the node could not run it",
+}
+
+
+def run_release(*, run: Run, lease_id: str, reason: str, detail: str = "") -> Run:
+    """An agent hands its run back under the current lease (a stale one: StaleLease -> 409),
+    and the run is requeued at once instead of waiting for its lease to run out. A `shutdown`
+    release costs no attempt (attempt and max_attempts both grow by one); an `infrastructure`
+    one does, and after max_attempts the run is lost with the reason. A run with a pending
+    cancel ends cancelled."""
+    if reason not in RELEASE_REASONS:
+        raise ValidationError({"reason": f"reason must be one of {', '.join(RELEASE_REASONS)}."})
+    detail = detail.strip()[:2000]
+    with transaction.atomic():
+        run = locked_with_lease(run.pk, lease_id)
+        why = RELEASE_REASONS[reason] + (f" ({detail})" if detail else "")
+        if run.cancel_requested:
+            _finish(run, RunState.CANCELLED, f"Cancelled; {why}.")
+        elif reason == RELEASE_INFRASTRUCTURE and run.attempt >= run.max_attempts:
+            _finish(run, RunState.LOST, f"Gave up after {run.attempt} attempts; on the last, {why}.")
+        else:
+            node = run.node.name if run.node else "?"
+            _requeue(
+                run,
+                now=timezone.now(),
+                reason=f"released by {node}: {why}",
+                free=reason == RELEASE_SHUTDOWN,
+                released=reason,
+                detail=detail,
+            )
+    return run

@@ -144,6 +144,7 @@ class TestClaim:
             "events": f"{base}/events/",
             "output": f"{base}/output/",
             "complete": f"{base}/complete/",
+            "release": f"{base}/release/",
             "environment": f"{base}/environment/",
             "artifacts": f"{base}/artifacts/",
         }

@@ -387,6 +387,7 @@ NOT_REVIEW_SURFACES: dict[str, str] = {
     "agent-run-output": "run-token protocol",
     "agent-run-artifact": "run-token protocol",
     "agent-run-complete": "run-token protocol",
+    "agent-run-release": "run-token protocol",
     "agent-run-environment": "run-token protocol",
     "agent-index": "the agent wheel's index",
     "agent-wheel": "the agent wheel",
