@@ -1,12 +1,15 @@
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from .authentication import BearerTokenAuthentication
@@ -23,21 +26,34 @@ def _issued_payload(issued: IssuedToken) -> dict[str, Any]:
 
 
 class TokenObtainApi(APIView):
-    """Exchange a username and password for a new personal API token."""
+    """Exchange a username and password for a new API token that expires (REPROLAB_LOGIN_TOKEN_DAYS).
+
+    Failed attempts count towards the login lockout (apps/accounts/lockout.py), shared with the
+    login form: past the limit the answer is 429 with Retry-After, whatever the password.
+    """
 
     authentication_classes: list[type] = []
     permission_classes = [permissions.AllowAny]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "auth_token"
 
     def get_authenticate_header(self, request: Request) -> str:
         # Without authentication classes DRF answers a failed login 403; a wrong password is 401.
         return BearerTokenAuthentication.keyword
 
-    @extend_schema(request=PasswordLoginSerializer, responses={201: IssuedTokenSerializer}, auth=[])
+    @extend_schema(
+        request=PasswordLoginSerializer,
+        responses={
+            201: IssuedTokenSerializer,
+            400: OpenApiResponse(description="A field is missing or invalid."),
+            401: OpenApiResponse(description="Wrong username or password."),
+            429: OpenApiResponse(description="Locked out after too many failed attempts; see Retry-After."),
+        },
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         serializer = PasswordLoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # The Django request, not DRF's: axes records the attempt on it and its middleware reads
+        # the lockout flag from it to answer 429.
         user = authenticate(
             request._request,
             username=serializer.validated_data["username"],
@@ -45,7 +61,10 @@ class TokenObtainApi(APIView):
         )
         if user is None:
             raise exceptions.AuthenticationFailed("Wrong username or password.")
-        issued = api_token_create(user=user, name=serializer.validated_data["name"])
+        # A password login like the form's (last_login, the lockout reset), without a session.
+        user_logged_in.send(sender=type(user), request=request._request, user=user)
+        expires_at = timezone.now() + timedelta(days=settings.REPROLAB_LOGIN_TOKEN_DAYS)
+        issued = api_token_create(user=user, name=serializer.validated_data["name"], expires_at=expires_at)
         return Response(_issued_payload(issued), status=status.HTTP_201_CREATED)
 
 

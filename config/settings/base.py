@@ -5,6 +5,7 @@ Embedded defaults (SQLite, in-process channel layer, no Redis) hold until `DATAB
 file holding the value (Docker and Kubernetes secrets).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",  # login lockout; see apps/accounts/lockout.py
     "apps.core",
     "apps.accounts",
     "apps.projects",
@@ -56,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes requires: turns a lockout into a 429
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -91,6 +94,8 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE",
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# Axes first: it refuses a locked-out username or address before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -156,7 +161,6 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth_token": "20/minute"},
     "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
@@ -175,6 +179,25 @@ SPECTACULAR_SETTINGS = {
         "RecommendationEnum": "apps.review.models.Recommendation",
     },
 }
+
+# --- sign-in, sign-up, tokens (apps/accounts) ----------------------------------------------------
+# Failed logins (form and auth/token/) counted per username and per address; at the limit both
+# are refused (429) until the cool-off has passed since the last attempt. A success clears that
+# username's failures from that address.
+REPROLAB_LOGIN_FAILURE_LIMIT = env.int("REPROLAB_LOGIN_FAILURE_LIMIT", default=5)
+REPROLAB_LOGIN_COOLOFF_MINUTES = env.int("REPROLAB_LOGIN_COOLOFF_MINUTES", default=15)
+AXES_FAILURE_LIMIT = REPROLAB_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=REPROLAB_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = False  # apps.accounts.lockout.reset_on_success resets the pair instead
+AXES_CLIENT_IP_CALLABLE = "apps.accounts.lockout.client_address"  # X-Forwarded-For as DRF trusts it
+AXES_LOCKOUT_CALLABLE = "apps.accounts.lockout.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # a lockout needs the failures only, not a log of every address
+AXES_VERBOSE = False
+# Tokens minted by POST /api/v1/auth/token/ (a password exchange) expire after this many days.
+REPROLAB_LOGIN_TOKEN_DAYS = env.int("REPROLAB_LOGIN_TOKEN_DAYS", default=30)
+# Sign-up attempts (form posts) one address may make per hour.
+REPROLAB_SIGNUPS_PER_HOUR = env.int("REPROLAB_SIGNUPS_PER_HOUR", default=10)
 
 # --- ReproLab limits ----------------------------------------------------------------------------
 REPROLAB_NOTEBOOK_MAX_BYTES = env.int("REPROLAB_NOTEBOOK_MAX_BYTES", default=25 * 1024 * 1024)

@@ -27,7 +27,12 @@ if "CONFIG" in CHANNEL_LAYERS["default"]:
         **CHANNEL_LAYERS["default"],
         "CONFIG": {**CHANNEL_LAYERS["default"]["CONFIG"], "prefix": f"asgi-test-{RUN_ID}"},  # type: ignore[dict-item]
     }
-REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth_token": "1000/minute"}}
+# Axes is off for the suite (Django's client.login() passes no request, which axes refuses, and
+# no test should be locked out by another's failures); tests/accounts turn it on to test it.
+AXES_ENABLED = False
+# Every test client signs up from 127.0.0.1 and the cache (Redis) outlives a test: tests/accounts
+# lowers this to test the limit.
+REPROLAB_SIGNUPS_PER_HOUR = 100_000
 REPROLAB_DEMO_ALLOWED = True
 REPROLAB_PRERENDER = env.bool("REPROLAB_PRERENDER", default=False)  # integration tests turn it on
 WHITENOISE_AUTOREFRESH = True  # serve static files from the app folders; no collectstatic in tests
