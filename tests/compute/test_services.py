@@ -234,6 +234,24 @@ class TestScheduling:
         services.node_seen(node=big, capabilities={"gpus": [{"name": "H100", "memory_mb": 80000}]})
         assert claim(big).run.pk == run.pk
 
+    @pytest.mark.parametrize(
+        "capabilities",
+        [
+            {"gpus": [{"memory_total_mb": "lots"}]},
+            {"gpus": [{"memory_total_mb": 2**70}, "not a gpu", None]},
+            {"gpus": [{"memory_total_mb": -5}, {"memory_mb": True}]},
+            {"gpus": "many"},
+            [],
+        ],
+    )
+    def test_one_nodes_odd_stored_capabilities_never_stop_scheduling(self, project, version, owner, capabilities):
+        """Stored data the API would refuse today (older agents, a direct write) cannot make every
+        node's claim fail: the odd node counts as having no GPU."""
+        run = submit(project, version, requirements={"tags": ["fine"]})
+        odd = node(owner, "odd")
+        Node.objects.filter(pk=odd.pk).update(capabilities=capabilities, tags=["ok", 3])
+        assert claim(node(owner, "fine", tags=["fine"])).run.pk == run.pk
+
     def test_never_above_max_concurrency(self, project, version, owner):
         runs = [submit(project, version) for _ in range(3)]
         box = node(owner, max_concurrency=2)

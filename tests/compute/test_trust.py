@@ -9,6 +9,7 @@ import pytest
 from django.apps import apps as django_apps
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
+from rest_framework.test import APIClient
 
 from apps.accounts.models import User
 from apps.compute import services, trust
@@ -240,3 +241,24 @@ def test_the_migration_unshares_nodes_of_non_staff_owners():
     migration.forward(django_apps, None)
     assert not Node.objects.get(pk=person.pk).shared
     assert Node.objects.get(pk=staff.pk).shared
+
+
+@pytest.mark.django_db(transaction=True)  # the claim view is async: its queries commit for real
+def test_the_attack_of_issue_9_gets_nothing_through_the_api(client_for, outsider, private_project, team):
+    """An ordinary account registers a node asking to share it, then one it may register, lists
+    the private project on it, and claims: 403, 400, then 204 with the private run still queued."""
+    author = team["owner"]
+    run = services.run_submit(
+        project=private_project, user=author, notebook_version=upload_notebook(private_project, author).version
+    )
+    api = client_for(outsider)
+    assert api.post("/api/v1/nodes/", {"name": "x", "shared": True}, format="json").status_code == 403
+    listed = api.post("/api/v1/nodes/", {"name": "x", "projects": [private_project.slug]}, format="json")
+    assert listed.status_code == 400
+    token = api.post("/api/v1/nodes/", {"name": "x"}, format="json").json()["token"]
+    agent = APIClient()
+    agent.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert agent.post("/api/v1/agent/claim/?wait=0").status_code == 204
+    run.refresh_from_db()
+    assert run.state == "queued"
+    assert run.node is None
