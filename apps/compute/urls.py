@@ -15,5 +15,6 @@ urlpatterns = [
     path("runs/", views.run_list, name="runs"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
+    path("runs/<int:pk>/render/", views.run_render, name="run-render"),
     path("p/<slug:slug>/-/run/<int:version_id>/", views.run_submit, name="run-submit"),
 ]

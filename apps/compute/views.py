@@ -20,15 +20,18 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.forms import BaseForm
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_POST, require_safe
 
 from apps.accounts.request_user import authenticated_user
 from apps.projects.models import NotebookVersion
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, has_role, require_role
+from apps.projects.rendering import render_stored
+from apps.projects.views import render_requester, sandboxed_render_response
 
 from . import agent_dist, services
 from .forms import NodeForm, RunForm
@@ -333,6 +336,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "events_url": reverse("api-run-events", kwargs={"pk": run.pk}),
         "run_url": reverse("api-run-detail", kwargs={"pk": run.pk}),
         "output_url": reverse("api-run-output", kwargs={"pk": run.pk}),
+        "render_url": reverse("compute:run-render", kwargs={"pk": run.pk}),
         "ws_path": f"/ws/runs/{run.pk}/",
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -352,6 +356,20 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "config": config,
     }
     return render(request, "compute/run_detail.html", context)
+
+
+@xframe_options_sameorigin
+@require_safe
+def run_render(request: HttpRequest, pk: int) -> HttpResponse:
+    """The run's executed notebook as the sandboxed iframe document of its page: the renderer,
+    cache (by sha256), CSP and rate limit of notebook versions. 404 until there is an output."""
+    run = _visible_run(request, pk)
+    if not run.output_sha256 or not run.output_storage_name:
+        raise Http404("This run has no executed notebook.")
+    result = render_stored(
+        sha256=run.output_sha256, storage_name=run.output_storage_name, requester=render_requester(request)
+    )
+    return sandboxed_render_response(request, result)
 
 
 @require_POST

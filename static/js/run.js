@@ -26,6 +26,8 @@
     resources: $("run-resources"),
     error: $("run-error"),
     output: $("output-link"),
+    executedCard: $("executed-card"),
+    executedFrame: $("executed-frame"),
     cancel: $("cancel-form"),
     cells: $("cells"),
     cellsEmpty: $("cells-empty"),
@@ -109,6 +111,14 @@
     el.elapsed.textContent = text;
   }
 
+  function showExecuted() {
+    // The executed notebook, rendered in its sandboxed frame once the run has an output.
+    if (el.output) el.output.hidden = false;
+    if (!el.executedFrame || el.executedFrame.getAttribute("src")) return;
+    el.executedFrame.src = el.executedFrame.dataset.src;
+    el.executedCard.hidden = false;
+  }
+
   let refreshTimer = null;
   function refreshSummary() {
     // The events say what changed; the run's own record says the details (node, times, output).
@@ -128,7 +138,7 @@
           el.error.textContent = run.error;
           el.error.hidden = false;
         }
-        if (run.output && el.output) el.output.hidden = false;
+        if (run.output) showExecuted();
         if (run.state && run.state !== state && FINAL.has(run.state)) setState(run.state);
         tick();
       } catch (e) {

@@ -3,22 +3,28 @@ runs (visible exactly when their project is; cancel by members or the creator), 
 "Run this version" form on a notebook page (parameters parsed; bad ones answered 400)."""
 
 import datetime as dt
+import hashlib
 import html
 import io
 import json
 import re
 from pathlib import Path
 
+import nbformat
 import pytest
+from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
+from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from apps.accounts.models import User
 from apps.compute import agent_dist, services
 from apps.compute.forms import parse_parameter
 from apps.compute.models import Node, Run, RunState
+from apps.projects import rendering
 from apps.projects import services as project_services
 from apps.projects.models import Project
+from apps.projects.views import RENDER_CSP
 from tests.factories import make_project, upload_notebook
 
 TOKEN = re.compile(r'<pre class="secret">(rln_[A-Za-z0-9_-]+)</pre>')
@@ -436,3 +442,141 @@ def test_nav_links(owner):
     anonymous = text(browser(None).get("/"))
     assert 'href="/nodes/"' not in anonymous
     assert 'href="/runs/"' in anonymous
+
+
+# --- the executed notebook, rendered on the run page ----------------------------------------------------------
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def executed_notebook() -> bytes:
+    """What an agent uploads: outputs with an image, rich HTML and a script that must not run."""
+    cell = new_code_cell("plot()", execution_count=1)
+    cell.outputs = [
+        new_output("stream", name="stdout", text="fitted\n"),
+        new_output("display_data", data={"image/png": PNG_1PX, "text/plain": "<Figure>"}),
+        new_output(
+            "execute_result",
+            data={
+                "text/html": "<table class='dataframe'><tr><td>0.75</td></tr></table><script>alert('PWNED')</script>"
+            },
+            execution_count=1,
+        ),
+    ]
+    nb = new_notebook(cells=[cell])
+    return nbformat.writes(nb).encode()
+
+
+def finish_with_output(run: Run, output: bytes) -> Run:
+    """Claim the run on a node of its project's owner and complete it with `output`, as an agent would."""
+    node = services.node_register(owner=run.project.created_by, name="n-out", projects=[run.project]).node
+    services.node_seen(node=node)
+    claim = services.run_claim(node=node)
+    assert claim is not None
+    assert claim.run.pk == run.pk
+    services.run_output_upload(
+        run=run, lease_id=claim.lease_id, stream=io.BytesIO(output), sha256=hashlib.sha256(output).hexdigest()
+    )
+    return services.run_complete(run=run, lease_id=claim.lease_id, state=RunState.SUCCEEDED)
+
+
+@pytest.fixture
+def finished_run(private_run) -> Run:
+    finish_with_output(private_run, executed_notebook())
+    private_run.refresh_from_db()
+    return private_run
+
+
+@pytest.fixture
+def fake_renderer(monkeypatch):
+    calls: list[bytes] = []
+
+    def fake(notebook_bytes: bytes) -> str:
+        calls.append(notebook_bytes)
+        return f"<!doctype html><html><body><p>render {len(calls)}</p></body></html>"
+
+    monkeypatch.setattr(rendering, "_render_in_child", fake)
+    return calls
+
+
+def frames_of(page: str) -> list[str]:
+    return re.findall(r"<iframe[^>]*>", page)
+
+
+def test_run_page_frames_the_executed_notebook_in_a_sandbox(team, finished_run):
+    page = text(browser(team["viewer"]).get(f"/runs/{finished_run.pk}/"))
+
+    frames = frames_of(page)
+    assert len(frames) == 1
+    assert f'src="/runs/{finished_run.pk}/render/"' in frames[0]
+    sandbox = found(r'sandbox="([^"]*)"', frames[0], group=1).split()
+    assert "allow-scripts" in sandbox
+    assert "allow-same-origin" not in sandbox
+    assert 'id="cells"' in page  # beside the live cell view, not instead of it
+
+
+def test_run_page_without_output_has_the_frame_hidden_and_empty(team, private_run):
+    page = text(browser(team["owner"]).get(f"/runs/{private_run.pk}/"))
+
+    frame = frames_of(page)[0]
+    assert " src=" not in frame  # run.js sets it when the output arrives
+    assert f'data-src="/runs/{private_run.pk}/render/"' in frame
+    assert re.search(r'<section class="card render-card" id="executed-card"\s+hidden>', page)
+
+
+def test_run_render_serves_the_sanitized_notebook_with_its_images_under_the_sandbox_csp(team, finished_run):
+    response = browser(team["viewer"]).get(f"/runs/{finished_run.pk}/render/")
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert response["Content-Security-Policy"] == RENDER_CSP
+    assert response["X-Frame-Options"] == "SAMEORIGIN"
+    assert f'src="data:image/png;base64,{PNG_1PX}"' in body
+    assert "<td>0.75</td>" in body
+    assert "fitted" in body
+    assert "PWNED" not in body
+
+
+def test_run_render_is_cached_by_the_outputs_sha256(team, finished_run, fake_renderer):
+    client = browser(team["owner"])
+    first = client.get(f"/runs/{finished_run.pk}/render/")
+    second = client.get(f"/runs/{finished_run.pk}/render/")
+
+    assert len(fake_renderer) == 1
+    assert second.content == first.content
+    assert default_storage.exists(rendering._render_name(finished_run.output_sha256))
+
+
+def test_run_render_counts_against_the_render_rate_limit(team, finished_run, fake_renderer, settings, monkeypatch):
+    settings.REPROLAB_RENDERS_PER_MINUTE = 0
+    monkeypatch.setattr(rendering.time, "time", lambda: 1_800_000_123.0)
+
+    response = browser(team["owner"]).get(f"/runs/{finished_run.pk}/render/")
+
+    assert response.status_code == 429
+    assert response["Retry-After"] == "60"
+    assert fake_renderer == []
+
+
+@pytest.mark.parametrize("role", ["outsider", "anonymous"])
+def test_outsiders_get_404_for_a_private_runs_render(team, finished_run, fake_renderer, role):
+    response = browser(team[role]).get(f"/runs/{finished_run.pk}/render/")
+
+    assert response.status_code == 404
+    assert fake_renderer == []
+
+
+def test_run_render_is_404_while_the_run_has_no_output(team, private_run, fake_renderer):
+    assert browser(team["owner"]).get(f"/runs/{private_run.pk}/render/").status_code == 404
+    assert fake_renderer == []
+
+
+# --- durations --------------------------------------------------------------------------------------------------
+def test_run_list_shows_seconds_for_a_run_shorter_than_a_minute(team, finished_run):
+    started = timezone.now() - dt.timedelta(seconds=20)
+    Run.objects.filter(pk=finished_run.pk).update(started_at=started, finished_at=started + dt.timedelta(seconds=3))
+
+    page = text(browser(team["owner"]).get("/runs/"))
+
+    row = found(rf'<tr data-run="{finished_run.pk}">.*?</tr>', page)
+    assert "3 seconds" in row
+    assert "minute" not in row
