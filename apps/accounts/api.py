@@ -6,8 +6,8 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, mixins, permissions, status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -43,9 +43,10 @@ class TokenObtainApi(APIView):
         request=PasswordLoginSerializer,
         responses={
             201: IssuedTokenSerializer,
-            400: OpenApiResponse(description="A field is missing or invalid."),
-            401: OpenApiResponse(description="Wrong username or password."),
-            429: OpenApiResponse(description="Locked out after too many failed attempts; see Retry-After."),
+            429: OpenApiResponse(
+                inline_serializer("LoginLockout", {"detail": serializers.CharField()}),
+                description="Locked out after too many failed attempts (any password): wait Retry-After seconds.",
+            ),
         },
         auth=[],
     )

@@ -30,8 +30,8 @@ def signup(client: Client, username: str):
 @pytest.mark.parametrize(
     ("name", "lookalike"),
     [
-        ("alice", "\u0430lice"),  # Cyrillic а
-        ("alice", "al\u0456ce"),  # Cyrillic і
+        ("alice", "\u0430lice"),  # Cyrillic small a
+        ("alice", "al\u0456ce"),  # Cyrillic small i
         ("alice", "aIice"),  # capital I for l
         ("paypal", "paypa1"),  # digit one for l
         ("mary", "rnary"),  # r n for m
@@ -102,8 +102,8 @@ def test_the_lookalike_check_costs_the_same_queries_however_many_users_exist(db,
         assert User.objects.confusable_with("\u0430lice").exists()
     sql = str(User.objects.confusable_with("\u0430lice").query)
     assert "skeleton_sha256" in sql
-    assert User._meta.get_field("skeleton_sha256").db_index
-    assert User._meta.get_field("folded_skeleton_sha256").db_index
+    indexed = {field.name for field in User._meta.concrete_fields if getattr(field, "db_index", False)}
+    assert {"skeleton_sha256", "folded_skeleton_sha256"} <= indexed
 
 
 def test_the_service_refuses_a_lookalike_too(db):
