@@ -92,7 +92,7 @@ def test_service_urls_switch_to_postgres_and_redis():
     )
     assert result.stdout.strip().splitlines()[-1].split() == [
         "django.db.backends.postgresql",
-        "channels_redis.core.RedisChannelLayer",
+        "apps.core.channel_layers.RedisChannelLayer",  # channels_redis's, with a waiting pool
         "redis://cache.example:6379/0",
     ]
 

@@ -1,13 +1,40 @@
 """The one shape every live-event consumer shares: authorise in `connect()`, join one group,
-leave it on disconnect. An unauthorised socket is refused exactly like one to a missing object."""
+leave it on disconnect. An unauthorised socket is refused exactly like one to a missing object.
+
+When the channel layer fails (Redis down or out of connections) or the database does, the
+socket is closed so the client reconnects and resyncs over REST; the outage is logged once, not
+as a traceback per socket. Leaving the group is bounded in time: a dead Redis must hold neither a closing socket
+nor a server that is shutting down."""
+
+import asyncio
+import contextlib
+from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from .channel_layers import LAYER_ERRORS
+from .middleware import DATABASE_DOWN_ERRORS
+from .outages import CHANNEL_LAYER, DATABASE
+
 NOT_FOUND_CLOSE_CODE = 4404
+TRY_AGAIN_LATER_CLOSE_CODE = 1013  # RFC 6455 registry: "Try Again Later"; the run page reconnects
+DISCARD_TIMEOUT_SECONDS = 2.0
 
 
 class AuthorizedGroupConsumer(AsyncJsonWebsocketConsumer):
     group_name: str | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except LAYER_ERRORS as error:  # joining the group, or the layer's receive loop, failed
+            CHANNEL_LAYER.failed(error, action="serve a live-event socket")
+        except DATABASE_DOWN_ERRORS as error:  # the authorisation query in connect() failed
+            DATABASE.failed(error, action="authorise a live-event socket")
+        else:
+            return
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self.close(code=TRY_AGAIN_LATER_CLOSE_CODE)
 
     async def group_for_requester(self) -> str | None:
         """The group to join, or None when the requester may not see the object."""
@@ -18,10 +45,19 @@ class AuthorizedGroupConsumer(AsyncJsonWebsocketConsumer):
         if group is None:
             await self.close(code=NOT_FOUND_CLOSE_CODE)
             return
-        self.group_name = group
         await self.channel_layer.group_add(group, self.channel_name)
+        self.group_name = group
+        CHANNEL_LAYER.succeeded()
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        if self.group_name is not None:
-            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+        if self.group_name is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_discard(self.group_name, self.channel_name), DISCARD_TIMEOUT_SECONDS
+            )
+        except LAYER_ERRORS as error:  # the membership expires with the group; nothing is lost
+            CHANNEL_LAYER.failed(error, action="leave a live-event group")
+        finally:
+            self.group_name = None

@@ -1,30 +1,25 @@
-"""When a run ends, queue its report and the settling of reproduction checks it belongs to."""
+"""When a run ends, queue its report and the settling of reproduction checks it belongs to.
 
-import logging
+A broker outage loses nothing: the beat reconcilers (settle_pending, build_missing_reports) find
+the work in the database later, and the failed enqueue is logged once per outage."""
+
 from typing import Any
 
 from django.dispatch import receiver
 
 from apps.compute.signals import run_finished
+from apps.core.queueing import enqueue
 
 from .services import pending_reproductions_for
 from .tasks import build_run_report, settle_reproduction
-
-logger = logging.getLogger(__name__)
 
 
 @receiver(run_finished)
 def queue_reproduction_settling(sender: Any, run_id: int, **kwargs: Any) -> None:
     for reproduction_id in pending_reproductions_for(run_id):
-        try:
-            settle_reproduction.delay(reproduction_id)
-        except Exception:  # the beat reconciler (settle_pending) picks it up later
-            logger.warning("Could not queue settling reproduction %s", reproduction_id, exc_info=True)
+        enqueue(settle_reproduction, reproduction_id)
 
 
 @receiver(run_finished)
 def queue_run_report(sender: Any, run_id: int, **kwargs: Any) -> None:
-    try:
-        build_run_report.delay(run_id)
-    except Exception:  # the report page offers to build it again
-        logger.warning("Could not queue the report of run %s", run_id, exc_info=True)
+    enqueue(build_run_report, run_id)

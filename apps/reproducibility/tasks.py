@@ -1,10 +1,20 @@
-"""Celery tasks: settle reproduction checks when their reruns end."""
+"""Celery tasks: settle reproduction checks when their reruns end, build run reports, and the
+beat reconcilers that do both for whatever a lost message or a down broker left undone."""
 
+import datetime as dt
 import logging
 
 from celery import shared_task
+from django.db.models import F, Max, Q
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
+
+# Reports the reconciler builds per beat tick (newest runs first): a backlog after a long broker
+# outage drains over a few ticks instead of one task past its time limit.
+REPORT_BATCH = 20
+# A run that ended this recently is left to its own build task, which is likely still on its way.
+REPORT_GRACE = dt.timedelta(seconds=30)
 
 
 @shared_task(name="reproducibility.settle_reproduction", time_limit=300, soft_time_limit=240)
@@ -42,5 +52,32 @@ def build_run_report(run_id: int) -> bool:
     run = Run.objects.select_related("notebook_version__notebook", "project", "node").filter(pk=run_id).first()
     if run is None or not run.is_final:
         return False
+    # update_or_create: building twice (a task and the reconciler) leaves one, current report.
     RunReport.objects.update_or_create(run=run, defaults={"data": build_report(run)})
     return True
+
+
+@shared_task(name="reproducibility.build_missing_reports", time_limit=300, soft_time_limit=240)
+def build_missing_reports() -> int:
+    """The reconciler: build the report of every ended run that has none (its task was never
+    queued: the broker was down when it ended), or whose report predates a reproduction that
+    settled since (the rebuild was lost). At most REPORT_BATCH per call; returns how many."""
+    from apps.compute.models import FINAL_STATES, Run
+
+    cutoff = timezone.now() - REPORT_GRACE
+    ended = Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True)
+    missing = Run.objects.filter(ended, state__in=FINAL_STATES, report__isnull=True)
+    stale = Run.objects.annotate(settled=Max("reproductions__finished_at")).filter(
+        report__isnull=False, settled__lt=cutoff, settled__gt=F("report__built_at")
+    )
+    run_ids = [
+        *missing.order_by(F("finished_at").desc(nulls_last=True), "-pk").values_list("pk", flat=True)[:REPORT_BATCH],
+        *stale.order_by("-settled").values_list("pk", flat=True)[:REPORT_BATCH],
+    ][:REPORT_BATCH]
+    built = 0
+    for run_id in run_ids:
+        try:
+            built += build_run_report(run_id)
+        except Exception:  # one broken run must not starve the others; it is retried next tick
+            logger.exception("Could not build the report of run %s", run_id)
+    return built

@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.RequestSizeLimitMiddleware",
+    "apps.core.middleware.DatabaseUnavailableMiddleware",  # 503 + Retry-After when the database is down
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -123,10 +124,32 @@ STORAGES = {
 
 # --- Redis: cache, channel layer and Celery broker; absent means the embedded mode -------------
 REDIS_URL: str | None = env.str("REDIS_URL", default=None) or None
+# The channel layer's Redis connections per process: at most this many, and a caller waits up to
+# REPROLAB_CHANNEL_LAYER_POOL_TIMEOUT seconds for a free one (a burst of WebSocket handshakes
+# queues instead of failing "Too many connections").
+REPROLAB_CHANNEL_LAYER_MAX_CONNECTIONS = env.int("REPROLAB_CHANNEL_LAYER_MAX_CONNECTIONS", default=50)
+REPROLAB_CHANNEL_LAYER_POOL_TIMEOUT = env.float("REPROLAB_CHANNEL_LAYER_POOL_TIMEOUT", default=10.0)
 
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "apps.core.channel_layers.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": REPROLAB_CHANNEL_LAYER_MAX_CONNECTIONS,
+                        "timeout": REPROLAB_CHANNEL_LAYER_POOL_TIMEOUT,
+                        # A dead or unreachable Redis fails fast instead of holding a request;
+                        # reads wait longer than the layer's 5 s blocking receive.
+                        "socket_connect_timeout": 5,
+                        "socket_timeout": 15,
+                    }
+                ]
+            },
+        }
+    }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_TASK_ALWAYS_EAGER = False
 else:
@@ -230,6 +253,7 @@ REPROLAB_ARTIFACTS_PER_RUN = env.int("REPROLAB_ARTIFACTS_PER_RUN", default=200)
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
     "settle-reproductions": {"task": "reproducibility.settle_pending", "schedule": REPROLAB_SWEEP_SECONDS},
+    "build-missing-reports": {"task": "reproducibility.build_missing_reports", "schedule": REPROLAB_SWEEP_SECONDS},
     "resend-notification-emails": {"task": "review.send_pending_emails", "schedule": 60.0},
 }
 
