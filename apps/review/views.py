@@ -32,7 +32,7 @@ from .anchors import by_id, version_cells
 from .citation import apa, bibtex, citation_cff
 from .forms import PublishForm
 from .metadata import citation_meta, publication_datacite, publication_ld, signposting_links
-from .models import Notification, PublicationVersion, Review, ReviewComment, ReviewState
+from .models import Notification, PublicationVersion, Review, ReviewComment, ReviewMode, ReviewState
 from .notebook_diff import diff_summary, notebook_diff
 from .serializers import comment_data
 
@@ -67,7 +67,11 @@ def _landing_response(request: HttpRequest, version: PublicationVersion, *, stat
         "publication": publication,
         "versions": versions,
         "badge": badge,
-        "badge_environment": _badge_environment(badge.check if badge else None),
+        # Single-blind: the badge gives the verdict, date and tolerances only; where the check ran
+        # (the reviewer's machine: Python, OS, GPU) is withheld like the rest of its evidence.
+        "badge_environment": ""
+        if publication.review_mode == ReviewMode.SINGLE_BLIND
+        else _badge_environment(badge.check if badge else None),
         "apa": apa(citation_meta(request, version)),
         "structured_data": publication_ld(request, version) if version.is_published else None,
         "is_editor": access.is_editor(user, publication),

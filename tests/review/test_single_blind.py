@@ -58,12 +58,12 @@ AUTHOR_ROLES = ("member", "viewer")  # authors who are not editors
 EDITOR_ROLES = ("owner", "maintainer")
 
 
-def environment(*, home: str, python: str, numpy: str) -> dict[str, Any]:
+def environment(*, home: str, python: str, numpy: str, system: str = "Linux") -> dict[str, Any]:
     """An environment snapshot shaped as the agent captures it."""
     return {
         "python": {"version": python, "implementation": "CPython", "executable": f"{home}/.venv/bin/python3"},
         "packages": {"numpy": numpy, "papermill": "2.6.0"},
-        "os": {"system": "Linux", "release": "6.8.0", "version": "#1 SMP", "machine": "x86_64", "libc": "glibc 2.39"},
+        "os": {"system": system, "release": "6.8.0", "version": "#1 SMP", "machine": "x86_64", "libc": "glibc 2.39"},
         "cpu": {"model": "AMD EPYC 9654", "count": 8, "count_total": 16},
         "memory_mb": 65536,
         "gpus": [],
@@ -76,7 +76,13 @@ def environment(*, home: str, python: str, numpy: str) -> dict[str, Any]:
 
 
 AUTHORS_ENVIRONMENT = environment(home="/home/olivia", python="3.11.9", numpy="1.26.4")
-REVIEWERS_ENVIRONMENT = environment(home=f"/home/{REVIEWER_NAME}", python="3.12.3", numpy="2.0.0")
+REVIEWERS_ENVIRONMENT = environment(home=f"/home/{REVIEWER_NAME}", python="3.12.3", numpy="2.0.0", system="FreeBSD")
+# The reviewer's machine as its snapshot describes it. Its OS (and CPU) never reach the authors:
+# the README promises it, the evidence withholds it. Outsiders see nothing of the reruns at all,
+# not even the Python version the authors' evidence shows (their badge once said "Python 3.12.3,
+# FreeBSD, CPU only").
+MACHINE_HIDDEN_FROM_AUTHORS = ("freebsd",)
+MACHINE_HIDDEN_FROM_OUTSIDERS = ("freebsd", "3.12.3")
 REVIEWERS_NODE_CAPABILITIES = {"hostname": "zelda-secret-laptop", "cpu_count": 8, "python_version": "3.12.3"}
 
 
@@ -282,6 +288,7 @@ SURFACES: list[Surface] = [
     page("compute:runs", "/runs/"),
     page("compute:runs", "/runs/?project={slug}"),
     page("compute:run", "/runs/{run}/"),
+    page("compute:run-render", "/runs/{run}/render/"),
     page("compute:nodes", "/nodes/"),
     page("reproducibility:environment", "/runs/{run}/environment/"),
     page("reproducibility:environment-diff", "/runs/{run}/environment/diff/?against={rerun}", 404),
@@ -292,6 +299,7 @@ SURFACES: list[Surface] = [
         for rerun in HIDDEN_RUNS
         for surface in (
             page("compute:run", f"/runs/{rerun}/", 404),
+            page("compute:run-render", f"/runs/{rerun}/render/", 404),
             page("reproducibility:environment", f"/runs/{rerun}/environment/", 404),
             page("reproducibility:environment-diff", f"/runs/{rerun}/environment/diff/?against={{run}}", 404),
             page("reproducibility:report", f"/runs/{rerun}/report/", 404),
@@ -464,6 +472,12 @@ def assert_anonymous(text: str, where: str) -> None:
     assert REVIEWER_EMAIL not in lowered, f"{where} gives the reviewer's address: {_around(lowered, REVIEWER_EMAIL)}"
 
 
+def machine_leaks(text: str, markers: tuple[str, ...]) -> list[str]:
+    """What the text tells of the reviewer's machine (their snapshot's facts), with context."""
+    lowered = text.lower()
+    return [f"{marker!r} …{_around(lowered, marker)}…" for marker in markers if marker in lowered]
+
+
 def _around(text: str, needle: str) -> str:
     at = text.find(needle)
     return " ".join(text[max(at - 150, 0) : at + 150].split())
@@ -505,6 +519,9 @@ def test_authors_never_see_the_reviewer_on_any_surface(reviewed, team, client_fo
         lowered = text.lower()
         if SECRET in lowered or REVIEWER_EMAIL in lowered:
             failures.append(f"{where}: LEAK …{_around(lowered, SECRET if SECRET in lowered else REVIEWER_EMAIL)}…")
+        failures += [
+            f"{where}: the reviewer's machine: {leak}" for leak in machine_leaks(text, MACHINE_HIDDEN_FROM_AUTHORS)
+        ]
     assert not failures, "\n".join(failures)
 
 
@@ -606,9 +623,12 @@ def test_outsiders_never_see_the_reviewer_either(reviewed, team, client_for, who
     ids = reviewed.ids()
     api_client, page_client = clients(team[who], client_for)
     assert page_client.get(f"/pub/{ids['pub']}/v1").status_code == 200
+    leaks = []
     for surface in SURFACES:
         status, text = fetch(surface, ids, api_client, page_client)
         assert_anonymous(text, f"{surface.name} {surface.path(ids)} as {who} ({status})")
+        leaks += [f"{surface.path(ids)}: {leak}" for leak in machine_leaks(text, MACHINE_HIDDEN_FROM_OUTSIDERS)]
+    assert not leaks, "the reviewer's machine, shown to an outsider:\n" + "\n".join(leaks)
     assert api_client.get(f"/api/v1/reviews/{ids['review']}/").status_code in (401, 403, 404)
 
 
@@ -803,3 +823,29 @@ def test_rerun_evidence_from_the_reviewers_machine_does_not_reach_authors(blind,
     # The editors and the reviewer know who reran: they get the evidence as it came.
     for user in (team["owner"], reviewer):
         assert REVIEWERS_HOME in text_of(client_for(user).get(f"/api/v1/reviews/{review.pk}/"))
+
+
+@pytest.mark.parametrize("who", [*AUTHOR_ROLES, "outsider", "anonymous"])
+def test_single_blind_badge_shows_the_verdict_date_and_tolerances_only(reviewed, team, client_for, who):
+    """The public badge of a single-blind publication says what the check found, when, and
+    within which tolerances; not where it ran (Python, OS, GPU of the reviewer's machine)."""
+    _, page_client = clients(team[who], client_for)
+    landing = text_of(page_client.get(f"/pub/{reviewed.ids()['pub']}/v1"))
+
+    badge = re.search(r'<div class="badge-box[^"]*" id="repro-badge">(.*?)</div>', landing, re.DOTALL)
+    assert badge is not None
+    shown = " ".join(re.sub(r"<[^>]+>", " ", badge.group(1)).split())
+    finished_at = Reproduction.objects.get(pk=reviewed.reproduction.pk).finished_at
+    assert finished_at is not None
+    date = finished_at.strftime("%Y-%m-%d")
+    assert shown == f"Reproduced on {date}, by a reviewer · rtol 1e-06, atol 0"
+
+
+def test_open_mode_badge_still_says_where_the_check_ran(private_project, team, client_for):
+    version = publish(private_project, team["owner"], review_mode="open")
+    reviewed = review_it(version, team, client_for)
+    _, page_client = clients(team["member"], client_for)
+
+    landing = text_of(page_client.get(f"/pub/{reviewed.ids()['pub']}/v1"))
+
+    assert "Python 3.12.3, FreeBSD, CPU only" in landing
