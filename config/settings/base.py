@@ -15,9 +15,11 @@ import environ
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.FileAwareEnv()
+
+# The embedded mode's state: its SQLite database, media, mail and the local node's work and cache.
+VAR_DIR = Path(env.str("REPROLAB_VAR_DIR", default=str(BASE_DIR / "var")))
 
 # Overridden by production, which requires it; local and test use this development key.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="django-insecure-development-key-not-for-production")
