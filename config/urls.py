@@ -25,3 +25,6 @@ urlpatterns = [
     path("", include("apps.review.urls")),
     path("", include("apps.projects.urls")),
 ]
+
+# A body over Django's request limits (too many files): JSON 413 for the API, a readable page.
+handler400 = "apps.core.uploads.bad_request"

@@ -10,5 +10,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
     path("tokens/", views.tokens, name="tokens"),
-    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token-revoke"),
+    path("tokens/<id:pk>/revoke/", views.token_revoke, name="token-revoke"),
 ]

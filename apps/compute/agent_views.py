@@ -1,7 +1,6 @@
 """The claim endpoint: a long poll, so it is an async view. A waiting agent costs no worker
 thread; database work runs in a thread through database_sync_to_async."""
 
-import json
 import time
 from typing import Any
 
@@ -10,6 +9,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
+
+from apps.core.inputs import loads_bounded
 
 from . import services
 from .authentication import bearer_value
@@ -110,8 +111,8 @@ async def agent_claim(request: HttpRequest) -> HttpResponse:
         return _error(400, "wait must be a number of seconds.")
     if request.body:
         try:
-            json.loads(request.body)
-        except json.JSONDecodeError as exc:
+            loads_bounded(request.body)
+        except ValueError as exc:  # JSONDecodeError, or JSONTooDeep (json's RecursionError)
             return _error(400, f"JSON parse error - {exc}")
     deadline = time.monotonic() + max(0.0, min(wait, settings.REPROLAB_CLAIM_MAX_WAIT_SECONDS))
     while True:

@@ -1,7 +1,6 @@
 """REST API for nodes and runs (/api/v1/nodes/, /api/v1/runs/) and the agent protocol
 (/api/v1/agent/…). The long-poll claim is an async view in agent_views.py."""
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +22,7 @@ from rest_framework.views import APIView
 from apps.accounts.request_user import authenticated_user
 from apps.core.api import validated
 from apps.core.exceptions import PayloadTooLarge
+from apps.core.inputs import MAX_NUMBER, loads_bounded, parse_int
 from apps.core.uploads import blob_response, reject_oversized_body
 from apps.projects.models import DatasetFile, DatasetVersion, Notebook, Project
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
@@ -33,6 +33,7 @@ from .models import Node, Run, RunArtifact
 from .selectors import final_artifacts, nodes_of, runs_for_listing
 from .serializers import (
     AgentEventsSerializer,
+    AgentHelloSerializer,
     ArrayComparisonSerializer,
     CompleteSerializer,
     HeartbeatSerializer,
@@ -179,10 +180,7 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
     def events(self, request: Request, pk: str | None = None) -> Response:
         """The run's events in order; resume after the last seq you saw."""
         run = self.get_object()
-        try:
-            after = int(request.query_params.get("after", 0))
-        except ValueError as exc:
-            raise exceptions.ValidationError({"after": "after must be an integer sequence number."}) from exc
+        after = parse_int(request.query_params.get("after", "0"), field="after", maximum=MAX_NUMBER)
         page = self.paginate_queryset(run.events.filter(seq__gt=after).order_by("seq"))
         return self.get_paginated_response(RunEventSerializer(page, many=True).data)
 
@@ -382,8 +380,8 @@ def _reference_comparison(header: str) -> dict[str, Any]:
     if not header:
         return {}
     try:
-        data = json.loads(header)
-    except ValueError:
+        data = loads_bounded(header)
+    except ValueError:  # JSONTooDeep is one too
         raise exceptions.ValidationError({"X-Reference-Comparison": "Send the comparison as a JSON object."}) from None
     return dict(validated(ArrayComparisonSerializer, data))
 
@@ -458,15 +456,14 @@ class AgentHelloApi(APIView):
     authentication_classes = [NodeTokenAuthentication]
     permission_classes: list[type] = []
 
-    @extend_schema(request=dict, responses=dict)
+    @extend_schema(request=AgentHelloSerializer, responses={200: dict, 400: dict})
     def post(self, request: Request) -> Response:
         node = request.auth
         if not isinstance(node, Node):
             raise exceptions.NotAuthenticated("Send the node token: Authorization: Bearer rln_…")
-        capabilities = request.data.get("capabilities") if isinstance(request.data, dict) else None
-        if not isinstance(capabilities, dict):
-            raise exceptions.ValidationError({"capabilities": "Send capabilities as an object."})
-        services.node_seen(node=node, capabilities=capabilities)
+        # Checked before it is stored: the scheduler reads every active node's capabilities.
+        data = validated(AgentHelloSerializer, request.data)
+        services.node_seen(node=node, capabilities=data["capabilities"])
         return Response(
             {
                 "node": node.name,

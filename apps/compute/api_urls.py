@@ -7,7 +7,7 @@ router = SimpleRouter()
 router.register("nodes", api.NodeViewSet, basename="api-node")
 router.register("runs", api.RunViewSet, basename="api-run")
 
-R = "agent/runs/<int:run_id>"
+R = "agent/runs/<id:run_id>"
 
 urlpatterns = [
     *router.urls,

@@ -11,6 +11,7 @@ notebook's default applies (which also keeps defaults that are expressions, such
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 from typing import Any
 
@@ -18,6 +19,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from apps.accounts.models import User
+from apps.core.inputs import parse_int
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 
 from . import trust
@@ -150,6 +152,6 @@ class RunForm(forms.Form):
     def selected_dataset_ids(self) -> list[int]:
         ids = []
         for value in self.data.getlist("datasets") if hasattr(self.data, "getlist") else []:
-            if str(value).isdigit():
-                ids.append(int(value))
+            with contextlib.suppress(ValidationError):  # "²" passes isdigit() but not int()
+                ids.append(parse_int(str(value), field="datasets", minimum=1))
         return ids

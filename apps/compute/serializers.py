@@ -1,9 +1,15 @@
+import json
 from typing import Any
 
 from django.urls import reverse
 from rest_framework import serializers
 
+from apps.core.api import BoundedJSONField
+from apps.core.inputs import MAX_ID, MAX_NUMBER, json_problem
+
 from .models import Node, Run, RunEvent
+
+MAX_RUN_INPUTS = 100  # datasets and dependencies of one run
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -56,18 +62,30 @@ class RegisteredNodeSerializer(NodeSerializer):
 
 class DatasetInputSerializer(serializers.Serializer):
     name = serializers.SlugField()
-    version = serializers.IntegerField(min_value=1, required=False, help_text="Default: the latest version.")
+    version = serializers.IntegerField(
+        min_value=1, max_value=MAX_NUMBER, required=False, help_text="Default: the latest version."
+    )
 
 
 class RunCreateSerializer(serializers.Serializer):
     project = serializers.SlugField()
-    notebook = serializers.IntegerField(help_text="Notebook id.")
-    version = serializers.IntegerField(min_value=1, required=False, help_text="Default: the latest version.")
-    parameters = serializers.JSONField(required=False, default=dict)
-    datasets = DatasetInputSerializer(many=True, required=False, default=list)
-    requirements = serializers.JSONField(required=False, default=dict)
+    notebook = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Notebook id.")
+    version = serializers.IntegerField(
+        min_value=1, max_value=MAX_NUMBER, required=False, help_text="Default: the latest version."
+    )
+    parameters = BoundedJSONField(required=False, default=dict)
+    datasets = DatasetInputSerializer(  # type: ignore[call-arg]  # DRF has max_length; the stubs lag
+        many=True, required=False, default=list, max_length=MAX_RUN_INPUTS
+    )
+    requirements = BoundedJSONField(required=False, default=dict)
     priority = serializers.IntegerField(min_value=-100, max_value=100, required=False, default=0)
-    depends_on = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    depends_on = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        required=False,
+        default=list,
+        max_length=MAX_RUN_INPUTS,
+        help_text="Run ids of this project that must succeed first.",
+    )
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, required=False, default=3600)
 
 
@@ -146,12 +164,14 @@ class RunEventSerializer(serializers.ModelSerializer):
 
 # --- the agent protocol -------------------------------------------------------------------------------
 class AgentEventSerializer(serializers.Serializer):
-    seq = serializers.IntegerField(min_value=1, help_text="Per-attempt sequence number from the agent.")
+    seq = serializers.IntegerField(
+        min_value=1, max_value=MAX_NUMBER, help_text="Per-attempt sequence number from the agent."
+    )
     kind = serializers.ChoiceField(
         choices=sorted(["cell_started", "cell_executed", "stream", "output", "resources", "log"])
     )
-    cell_index = serializers.IntegerField(required=False, allow_null=True)
-    payload = serializers.JSONField(required=False, default=dict)
+    cell_index = serializers.IntegerField(min_value=0, max_value=MAX_NUMBER, required=False, allow_null=True)
+    payload = BoundedJSONField(required=False, default=dict, replace_nul=True)  # what the notebook printed
 
 
 class AgentEventsSerializer(serializers.Serializer):
@@ -171,9 +191,9 @@ class ArrayComparisonSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["same", "within_tolerance", "different"])
     rtol = serializers.FloatField(min_value=0)
     atol = serializers.FloatField(min_value=0)
-    elements = serializers.IntegerField(min_value=0)
-    unequal = serializers.IntegerField(min_value=0)
-    mismatched = serializers.IntegerField(min_value=0)
+    elements = serializers.IntegerField(min_value=0, max_value=MAX_ID)
+    unequal = serializers.IntegerField(min_value=0, max_value=MAX_ID)
+    mismatched = serializers.IntegerField(min_value=0, max_value=MAX_ID)
     max_abs_diff = serializers.FloatField(allow_null=True, min_value=0)
     max_rel_diff = serializers.FloatField(allow_null=True, min_value=0)
     device = serializers.CharField(max_length=200, allow_blank=True)
@@ -196,3 +216,74 @@ class ReleaseSerializer(LeaseSerializer):
         help_text="shutdown: the agent is stopping (costs no attempt); infrastructure: the node could not run it.",
     )
     detail = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+# --- what a node says it has (hello) ---------------------------------------------------------------
+MAX_CAPABILITIES_BYTES = 64 * 1024
+MAX_MEGABYTES = 2**40  # a petabyte and more, in MiB
+MAX_CPUS = 1_000_000
+
+
+def _text(max_length: int) -> serializers.CharField:
+    return serializers.CharField(max_length=max_length, required=False, allow_blank=True)
+
+
+def _count(maximum: int, *, minimum: int = 0) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=minimum, max_value=maximum, required=False, allow_null=True)
+
+
+class KeepingUnknownKeys(serializers.Serializer):
+    """Declared fields are checked; other keys (what a newer agent reports) are kept as sent:
+    nothing reads them, and the document as a whole is bounded by AgentHelloSerializer."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        return {**{key: item for key, item in data.items() if key not in self.fields}, **value}
+
+
+class GpuCapabilitySerializer(KeepingUnknownKeys):
+    """One GPU as reprolab_agent.probe reports it (the scheduler reads its memory)."""
+
+    index = _count(4096)
+    name = _text(200)
+    memory_total_mb = _count(MAX_MEGABYTES)
+    memory_mb = _count(MAX_MEGABYTES)  # the name older agents used
+    compute_capability = _text(20)
+    multiprocessor_count = _count(1_000_000)
+    cuda_runtime_version = _text(50)
+    cuda_driver_version = _text(50)
+    cupy_version = _text(50)
+    driver = _text(100)
+    cuda = _text(50)
+
+
+class CapabilitiesSerializer(KeepingUnknownKeys):
+    """What reprolab_agent.probe.probe_capabilities() sends: types and bounds of what the
+    scheduler and the node page read, so one node's odd report cannot break them for all."""
+
+    hostname = _text(255)
+    platform = serializers.DictField(child=_text(200), required=False)
+    python_version = _text(100)
+    python_implementation = _text(100)
+    python_executable = _text(1000)
+    cpu_count = _count(MAX_CPUS, minimum=1)
+    cpu_count_total = _count(MAX_CPUS, minimum=1)
+    memory_total_mb = _count(MAX_MEGABYTES)
+    agent_version = _text(50)
+    gpus = GpuCapabilitySerializer(many=True, required=False, max_length=256)  # type: ignore[call-arg]  # DRF has it
+    gpu_error = _text(1000)
+
+
+class AgentHelloSerializer(serializers.Serializer):
+    capabilities = CapabilitiesSerializer()
+
+    def validate_capabilities(self, value: dict[str, Any]) -> dict[str, Any]:
+        problem = json_problem(value, limit=10)
+        if problem:
+            raise serializers.ValidationError(problem)
+        size = len(json.dumps(value))
+        if size > MAX_CAPABILITIES_BYTES:
+            raise serializers.ValidationError(
+                f"The capabilities are {size} bytes as JSON; at most {MAX_CAPABILITIES_BYTES} are kept."
+            )
+        return value

@@ -20,10 +20,10 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.core.broadcast import broadcast_on_commit
-from apps.core.hashing import store_blob
+from apps.core.hashing import blob_for_row, verify_sha256
 from apps.core.secrets import hash_secret, new_secret
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
-from apps.projects.validation import clean_relative_path
+from apps.projects.validation import clean_relative_path, parse_notebook
 
 from . import scheduling, signals, trust
 from .models import ACTIVE_STATES, Node, Run, RunArtifact, RunEvent, RunState, new_lease_id
@@ -440,14 +440,16 @@ def run_heartbeat(*, run: Run, lease_id: str, running: bool = False) -> Heartbea
 
 
 def run_output_upload(*, run: Run, lease_id: str, stream: IO[bytes], sha256: str) -> dict[str, Any]:
-    """Store the output notebook under the current lease once its sha256 checks out."""
-    blob = store_blob(stream)
-    if blob.sha256 != sha256.lower():
-        raise ValidationError({"sha256": f"The upload's sha256 is {blob.sha256}, not {sha256}: resend it."})
+    """Store the output notebook under the current lease once its sha256 checks out and it is a
+    valid notebook. A refused upload (corrupted, not a notebook, stale lease) stores nothing."""
+    verify_sha256(stream, sha256)
+    parse_notebook(stream.read())  # pages, reports and reproduction checks all read it
+    stream.seek(0)
     with transaction.atomic():
         run = locked_with_lease(run.pk, lease_id)
-        run.pending_output = {"sha256": blob.sha256, "size": blob.size, "storage_name": blob.storage_name}
-        run.save(update_fields=["pending_output"])
+        with blob_for_row(stream) as blob:
+            run.pending_output = {"sha256": blob.sha256, "size": blob.size, "storage_name": blob.storage_name}
+            run.save(update_fields=["pending_output"])
     return run.pending_output
 
 
@@ -457,9 +459,7 @@ def run_artifact_upload(
     """Store one artifact of the current attempt once its sha256 checks out (resending the same
     path replaces it), with the node's comparison against the reference run's, if it made one."""
     path = clean_relative_path(path)
-    blob = store_blob(stream)
-    if blob.sha256 != sha256.lower():
-        raise ValidationError({"sha256": f"The upload's sha256 is {blob.sha256}, not {sha256}: resend it."})
+    verify_sha256(stream, sha256)  # before anything is stored: a refused upload stores nothing
     with transaction.atomic():
         run = locked_with_lease(run.pk, lease_id)
         if (
@@ -467,17 +467,18 @@ def run_artifact_upload(
             >= settings.REPROLAB_ARTIFACTS_PER_RUN
         ):
             raise ValidationError({"path": f"A run may keep at most {settings.REPROLAB_ARTIFACTS_PER_RUN} artifacts."})
-        artifact, _ = RunArtifact.objects.update_or_create(
-            run=run,
-            attempt=run.attempt,
-            path=path,
-            defaults={
-                "sha256": blob.sha256,
-                "size": blob.size,
-                "storage_name": blob.storage_name,
-                "comparison": comparison or {},
-            },
-        )
+        with blob_for_row(stream) as blob:
+            artifact, _ = RunArtifact.objects.update_or_create(
+                run=run,
+                attempt=run.attempt,
+                path=path,
+                defaults={
+                    "sha256": blob.sha256,
+                    "size": blob.size,
+                    "storage_name": blob.storage_name,
+                    "comparison": comparison or {},
+                },
+            )
     return artifact
 
 

@@ -20,6 +20,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         exc = exceptions.ValidationError(detail)
+    else:
+        from .uploads import REQUEST_LIMIT_ERRORS, request_limit_exception  # uploads imports this module
+
+        if isinstance(exc, REQUEST_LIMIT_ERRORS):  # over DATA_UPLOAD_MAX_NUMBER_FILES and the like
+            exc = request_limit_exception(exc)
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" not in response.data:
         # Field errors: add a one-line summary so a script author sees what was wrong at once.

@@ -2,8 +2,12 @@
 
 import mimetypes
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpRequest
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views import defaults
 
 from .exceptions import PayloadTooLarge
 
@@ -45,3 +49,36 @@ def blob_response(*, storage_name: str, filename: str, sha256: str, content_type
     response["X-Content-SHA256"] = sha256
     response["Cache-Control"] = "private, max-age=31536000, immutable"
     return response
+
+
+# Django refuses these while it parses a request body (SuspiciousOperation: a 400 HTML page).
+REQUEST_LIMIT_ERRORS = (TooManyFilesSent, TooManyFieldsSent, RequestDataTooBig)
+
+
+def request_limit_message(exc: Exception) -> str:
+    if isinstance(exc, TooManyFilesSent):
+        return (
+            f"Too many files in one upload: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} "
+            "(REPROLAB_DATASET_MAX_FILES). Upload them in several parts; each adds to the dataset's files."
+        )
+    if isinstance(exc, TooManyFieldsSent):
+        return f"Too many form fields: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}."
+    return "The request body is larger than allowed."
+
+
+def request_limit_exception(exc: Exception) -> PayloadTooLarge:
+    """For the API's exception handler: the limit as a 413 in the `{"detail": ...}` shape."""
+    return PayloadTooLarge(request_limit_message(exc))
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400. A body over one of Django's request limits is refused while it is parsed,
+    often by the CSRF check before any view runs: the API answers its JSON 413, a page says
+    what the limit is and offers the way back. Any other bad request keeps Django's page."""
+    if not isinstance(exception, REQUEST_LIMIT_ERRORS):
+        return defaults.bad_request(request, exception or Exception())
+    message = request_limit_message(exception)
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=413)
+    context = {"message": message, "back": request.path}
+    return render(request, "core/upload_refused.html", context, status=413)

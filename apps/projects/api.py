@@ -17,7 +17,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -25,6 +25,7 @@ from rest_framework.serializers import BaseSerializer
 from apps.accounts.models import User
 from apps.accounts.request_user import authenticated_user
 from apps.core.api import validated
+from apps.core.parsers import BoundedJSONParser
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
 from . import services
@@ -170,7 +171,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
 
     queryset = Notebook.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = NotebookSerializer
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
     lookup_url_kwarg = "notebook_id"
     search_fields = ["path"]
     ordering_fields = ["path", "updated_at", "created_at"]

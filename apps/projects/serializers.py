@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -118,6 +119,14 @@ class DatasetUploadSerializer(serializers.Serializer):
         help_text="Optional paths inside the dataset, one per file in the same order; default: the file names.",
     )
     message = serializers.CharField(max_length=500, required=False, default="")
+
+    def validate_files(self, files: list[Any]) -> list[Any]:
+        # Django's DATA_UPLOAD_MAX_NUMBER_FILES refuses more while parsing; this holds the
+        # documented limit even where that setting is raised for some other form.
+        limit = settings.REPROLAB_DATASET_MAX_FILES
+        if len(files) > limit:
+            raise serializers.ValidationError(f"At most {limit} files per upload (REPROLAB_DATASET_MAX_FILES).")
+        return files
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         paths = attrs.get("paths")

@@ -14,9 +14,9 @@ urlpatterns = [
     path(f"{P}/-/datasets/new/", views.dataset_create, name="dataset-create"),
     path(f"{P}/-/members/", views.member_add, name="member-add"),
     path(f"{P}/-/members/<str:username>/remove/", views.member_remove, name="member-remove"),
-    path(f"{P}/-/render/<int:version_id>/", views.notebook_render, name="notebook-render"),
-    path(f"{P}/-/download/<int:version_id>/", views.notebook_download, name="notebook-download"),
+    path(f"{P}/-/render/<id:version_id>/", views.notebook_render, name="notebook-render"),
+    path(f"{P}/-/download/<id:version_id>/", views.notebook_download, name="notebook-download"),
     path(f"{P}/notebooks/<path:path>", views.notebook_detail, name="notebook"),
     path(f"{P}/datasets/<slug:name>/", views.dataset_detail, name="dataset"),
-    path(f"{P}/datasets/<slug:name>/v<int:number>/<path:path>", views.dataset_file_download, name="dataset-file"),
+    path(f"{P}/datasets/<slug:name>/v<id:number>/<path:path>", views.dataset_file_download, name="dataset-file"),
 ]

@@ -11,6 +11,8 @@ import nbformat
 from django.core.exceptions import ValidationError
 from papermill.translators import papermill_translators
 
+from apps.core.inputs import JSONTooDeep, loads_bounded
+
 MAX_PATH_LENGTH = 500
 
 
@@ -43,7 +45,10 @@ def parse_notebook(content: bytes) -> nbformat.NotebookNode:
     """Parse and validate an .ipynb document, or raise ValidationError saying what is wrong."""
     try:
         text = content.decode("utf-8")
-        json.loads(text)
+        loads_bounded(text)
+    except JSONTooDeep as exc:
+        # Before nbformat and jsonschema, which recurse per level: 5,000 levels were a 500.
+        raise ValidationError({"file": f"Not a notebook: {exc}"}) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationError({"file": f"Not a notebook: the file is not valid JSON ({exc})."}) from exc
     try:

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts.models import User
 from apps.accounts.request_user import authenticated_user
+from apps.core.inputs import MAX_NUMBER, int_or_404
 from apps.core.uploads import blob_response, human_size
 
 from . import services
@@ -177,9 +178,9 @@ def _version_or_404(notebook: Notebook, number: str | None) -> NotebookVersion:
         if notebook.latest_version is None:
             raise Http404("This notebook has no versions.")
         return notebook.latest_version
-    if not number.isdigit():
-        raise Http404("No such version.")
-    return get_object_or_404(NotebookVersion, notebook=notebook, number=int(number))
+    return get_object_or_404(
+        NotebookVersion, notebook=notebook, number=int_or_404(number, message="No such version.", maximum=MAX_NUMBER)
+    )
 
 
 def notebook_detail(request: HttpRequest, slug: str, path: str) -> HttpResponse:
@@ -255,9 +256,7 @@ def dataset_detail(request: HttpRequest, slug: str, name: str) -> HttpResponse:
     number = request.GET.get("v")
     version = dataset.latest_version
     if number is not None:
-        version = get_object_or_404(versions, number=int(number)) if number.isdigit() else None
-        if version is None:
-            raise Http404("No such version.")
+        version = get_object_or_404(versions, number=int_or_404(number, message="No such version.", maximum=MAX_NUMBER))
     form = DatasetUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST":
         if not request.user.is_authenticated:

@@ -4,6 +4,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -17,6 +18,8 @@ from apps.compute.api import AgentApi, stale_lease_response
 from apps.compute.models import Run
 from apps.compute.selectors import creator_hidden_rule, runs_visible_to
 from apps.compute.services import StaleLease
+from apps.core.api import validated
+from apps.core.inputs import parse_int
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
@@ -36,11 +39,11 @@ class AgentEnvironmentApi(AgentApi):
     @extend_schema(request=AgentEnvironmentSerializer, responses={201: dict, 409: dict})
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
-        serializer = AgentEnvironmentSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(AgentEnvironmentSerializer, request.data)
         try:
+            # What the serializer kept (typed, bounded, unknown keys dropped), never the raw body.
             snapshot = services.environment_record(
-                run=run, lease_id=str(serializer.validated_data["lease_id"]), data=request.data["environment"]
+                run=run, lease_id=str(data["lease_id"]), data=dict(data["environment"])
             )
         except StaleLease as exc:
             return stale_lease_response(exc)
@@ -67,6 +70,14 @@ class RunEnvironmentApi(APIView):
         return Response(EnvironmentSnapshotSerializer(snapshot_for(request.user, run_id)).data)
 
 
+def against_run_id(raw: str | None) -> int:
+    """The run to compare with (`?against=`), or ValidationError saying how to give it."""
+    try:
+        return parse_int(raw, field="against", minimum=1)
+    except ValidationError:
+        raise ValidationError({"against": "Give the other run's id: ?against=<run id>."}) from None
+
+
 class RunEnvironmentDiffApi(APIView):
     """What changed between this run's environment and another's, most consequential first."""
 
@@ -75,12 +86,10 @@ class RunEnvironmentDiffApi(APIView):
         responses=dict,
     )
     def get(self, request: Request, run_id: int) -> Response:
-        against = request.query_params.get("against", "")
-        if not against.isdigit():
-            raise exceptions.ValidationError({"against": "Give the other run's id: ?against=<run id>."})
+        against = against_run_id(request.query_params.get("against"))
         mine = snapshot_for(request.user, run_id)
-        other = snapshot_for(request.user, int(against))
-        return Response({"run": run_id, "against": int(against), **environment_diff(other.data, mine.data)})
+        other = snapshot_for(request.user, against)
+        return Response({"run": run_id, "against": against, **environment_diff(other.data, mine.data)})
 
 
 class ReproduceApi(APIView):

@@ -5,10 +5,10 @@ from . import views
 app_name = "reproducibility"
 
 urlpatterns = [
-    path("runs/<int:run_id>/environment/", views.run_environment, name="environment"),
-    path("runs/<int:run_id>/environment/diff/", views.run_environment_diff, name="environment-diff"),
-    path("runs/<int:run_id>/reproduce/", views.reproduce, name="reproduce"),
-    path("runs/<int:run_id>/report/", views.run_report, name="report"),
-    path("runs/<int:run_id>/lineage.svg", views.run_lineage_svg, name="lineage-svg"),
-    path("reproductions/<int:reproduction_id>/", views.reproduction_detail, name="reproduction"),
+    path("runs/<id:run_id>/environment/", views.run_environment, name="environment"),
+    path("runs/<id:run_id>/environment/diff/", views.run_environment_diff, name="environment-diff"),
+    path("runs/<id:run_id>/reproduce/", views.reproduce, name="reproduce"),
+    path("runs/<id:run_id>/report/", views.run_report, name="report"),
+    path("runs/<id:run_id>/lineage.svg", views.run_lineage_svg, name="lineage-svg"),
+    path("reproductions/<id:reproduction_id>/", views.reproduction_detail, name="reproduction"),
 ]

@@ -12,7 +12,7 @@ from apps.compute.selectors import runs_visible_to
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
-from .api import reproduction_for, snapshot_for, visible_run
+from .api import against_run_id, reproduction_for, snapshot_for, visible_run
 from .diff import environment_diff
 from .lineage import lineage_graph, to_svg
 from .models import RunReport
@@ -27,11 +27,12 @@ def run_environment(request: HttpRequest, run_id: int) -> HttpResponse:
 
 def run_environment_diff(request: HttpRequest, run_id: int) -> HttpResponse:
     mine = snapshot_for(request.user, run_id)
-    against = request.GET.get("against", "")
-    if not against.isdigit():
+    try:
+        against = against_run_id(request.GET.get("against"))
+    except ValidationError:
         context = {"snapshot": mine, "env": mine.data, "diff_error": "Give the other run's number to compare with."}
         return render(request, "reproducibility/environment.html", context, status=400)
-    other = snapshot_for(request.user, int(against))
+    other = snapshot_for(request.user, against)
     diff = environment_diff(other.data, mine.data)
     return render(request, "reproducibility/environment_diff.html", {"mine": mine, "other": other, "diff": diff})
 

@@ -4,8 +4,8 @@ from . import views
 
 app_name = "review"
 
-P = "pub/<int:publication_id>"
-V = f"{P}/v<int:number>"
+P = "pub/<id:publication_id>"
+V = f"{P}/v<id:number>"
 
 urlpatterns = [
     path(f"{P}", views.publication_latest, name="latest"),
@@ -23,7 +23,7 @@ urlpatterns = [
     path(f"{V}/decision", views.decide, name="decide"),
     path("p/<slug:slug>/publish/<path:path>", views.publish, name="publish"),
     path("reviews/", views.my_reviews, name="my-reviews"),
-    path("reviews/<int:review_id>/", views.review_desk, name="review"),
+    path("reviews/<id:review_id>/", views.review_desk, name="review"),
     path("reviews/invitation/<str:token>/", views.invitation, name="invitation"),
     path("notifications/", views.notifications, name="notifications"),
 ]

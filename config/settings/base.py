@@ -186,6 +186,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
+    # DRF's JSON parser, with a nesting bound: a 5,000-level body is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
@@ -228,7 +234,8 @@ REPROLAB_SIGNUPS_PER_HOUR = env.int("REPROLAB_SIGNUPS_PER_HOUR", default=10)
 REPROLAB_NOTEBOOK_MAX_BYTES = env.int("REPROLAB_NOTEBOOK_MAX_BYTES", default=25 * 1024 * 1024)
 # One dataset upload (all its files together).
 REPROLAB_DATASET_UPLOAD_MAX_BYTES = env.int("REPROLAB_DATASET_UPLOAD_MAX_BYTES", default=2 * 1024 * 1024 * 1024)
-REPROLAB_DATASET_FILES_PER_UPLOAD = env.int("REPROLAB_DATASET_FILES_PER_UPLOAD", default=100)
+# Files in one dataset upload (Django's DATA_UPLOAD_MAX_NUMBER_FILES): more get 413.
+REPROLAB_DATASET_MAX_FILES = env.int("REPROLAB_DATASET_MAX_FILES", default=100)
 # Rendering runs in a child process killed after this many seconds (a pathological notebook
 # must not hold a web worker), with this address-space cap.
 REPROLAB_RENDER_TIMEOUT = env.float("REPROLAB_RENDER_TIMEOUT", default=20.0)
@@ -270,7 +277,7 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ReproLab <noreply@re
 # Only the embedded mode may create the well-known demo account.
 REPROLAB_DEMO_ALLOWED = False
 
-DATA_UPLOAD_MAX_NUMBER_FILES = REPROLAB_DATASET_FILES_PER_UPLOAD
+DATA_UPLOAD_MAX_NUMBER_FILES = REPROLAB_DATASET_MAX_FILES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads spool to disk and are hashed in chunks
 
 SESSION_COOKIE_HTTPONLY = True

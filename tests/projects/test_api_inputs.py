@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from apps.accounts.models import User
 from apps.projects import services
 from apps.projects.models import Dataset, DatasetFile, DatasetVersion, Membership, Notebook, NotebookVersion, Project
-from tests.factories import make_user, notebook_bytes
+from tests.factories import make_user, notebook_bytes, upload_notebook
 
 MODELS = (Project, Membership, Notebook, NotebookVersion, Dataset, DatasetVersion, DatasetFile)
 
@@ -374,3 +374,81 @@ def test_a_dataset_name_may_repeat_across_projects(client_for, owner, private_pr
 
     assert response.status_code == 201, response.content
     assert Dataset.objects.filter(name=dataset.name).count() == 2
+
+
+# --- numbers past the database's range, documents nested past the bound ---------------------------
+BEYOND = 2**70  # past every integer column: the database driver raised OverflowError
+
+
+@pytest.fixture
+def notebook(private_project: Project, owner: User) -> Notebook:
+    return upload_notebook(private_project, owner).notebook
+
+
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        pytest.param({"depends_on": [BEYOND]}, "depends_on", id="depends-on"),
+        pytest.param({"depends_on": [0]}, "depends_on", id="depends-on-zero"),
+        pytest.param({"depends_on": list(range(1, 200))}, "depends_on", id="depends-on-too-many"),
+        pytest.param({"notebook": BEYOND}, "notebook", id="notebook"),
+        pytest.param({"version": BEYOND}, "version", id="version"),
+        pytest.param({"datasets": [{"name": "measurements", "version": BEYOND}]}, "datasets", id="dataset-version"),
+        pytest.param({"priority": BEYOND}, "priority", id="priority"),
+        pytest.param({"timeout_seconds": BEYOND}, "timeout_seconds", id="timeout"),
+    ],
+)
+def test_run_submission_with_a_number_past_the_range_is_400(client_for, owner, private_project, notebook, fields, name):
+    from apps.compute.models import Run
+
+    body = {"project": private_project.slug, "notebook": notebook.pk, **fields}
+
+    response = client_for(owner).post("/api/v1/runs/", body, format="json")
+
+    assert_error(response, 400, name)
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "notebooks/{big}/",
+        "notebooks/{big}/versions/",
+        "notebooks/{notebook}/versions/{big}/",
+        "notebooks/{notebook}/versions/{big}/download/",
+        "datasets/measurements/versions/{big}/",
+    ],
+)
+def test_an_id_past_the_range_in_a_url_is_404(client_for, owner, private_project, notebook, dataset, url):
+    path = url.format(big=BEYOND, notebook=notebook.pk)
+
+    response = client_for(owner).get(f"/api/v1/projects/{private_project.slug}/{path}")
+
+    assert response.status_code == 404
+
+
+def test_notebook_upload_nested_5000_levels_is_400_and_stores_nothing(client_for, owner, private_project, unchanged):
+    deep = "[" * 5000 + "]" * 5000
+    content = ('{"cells": [], "metadata": {"x": %s}, "nbformat": 4, "nbformat_minor": 5}' % deep).encode()  # noqa: UP031
+
+    response = client_for(owner).post(notebooks_url(private_project), {"file": upload_file(content)})
+
+    assert_error(response, 400, "nested too deeply")
+    unchanged()
+
+
+def test_notebook_upload_one_level_past_the_bound_is_400(client_for, owner, private_project, unchanged):
+    from apps.core.inputs import MAX_JSON_DEPTH
+
+    document = json.loads(notebook_bytes())
+    value: object = 1
+    for _ in range(MAX_JSON_DEPTH):
+        value = {"a": value}
+    document["metadata"]["deep"] = value  # notebook -> metadata -> deep: past the bound
+
+    response = client_for(owner).post(
+        notebooks_url(private_project), {"file": upload_file(json.dumps(document).encode())}
+    )
+
+    assert_error(response, 400, "nested too deeply")
+    unchanged()
