@@ -28,3 +28,5 @@ urlpatterns = [
 
 # A body over Django's request limits (too many files): JSON 413 for the API, a readable page.
 handler400 = "apps.core.uploads.bad_request"
+# An API path that matches no route answers JSON, like every other API error.
+handler404 = "apps.core.exceptions.api_not_found"

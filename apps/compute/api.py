@@ -1,6 +1,7 @@
 """REST API for nodes and runs (/api/v1/nodes/, /api/v1/runs/) and the agent protocol
 (/api/v1/agent/…). The long-poll claim is an async view in agent_views.py."""
 
+import io
 from typing import Any
 from urllib.parse import quote
 
@@ -11,8 +12,9 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, mixins, permissions, status, viewsets
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
@@ -23,6 +25,7 @@ from apps.accounts.request_user import authenticated_user
 from apps.core.api import validated
 from apps.core.exceptions import PayloadTooLarge
 from apps.core.inputs import MAX_NUMBER, loads_bounded, parse_int
+from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body
 from apps.projects.models import DatasetFile, DatasetVersion, Notebook, Project
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
@@ -131,7 +134,7 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
     def get_queryset(self) -> QuerySet[Run]:
         return runs_for_listing(self.request.user)
 
-    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
+    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer, **errors(404)})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = validated(RunCreateSerializer, request.data)
         project = get_project_for(request.user, data["project"])
@@ -196,7 +199,18 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
         services.run_cancel(run=run)
         return Response(RunSerializer(self.get_queryset().get(pk=run.pk)).data)
 
-    @extend_schema(responses=dict)
+    @extend_schema(
+        responses=inline_serializer(
+            "RunArtifactFile",
+            {
+                "path": serializers.CharField(),
+                "sha256": serializers.CharField(),
+                "size": serializers.IntegerField(),
+                "download_url": serializers.CharField(),
+            },
+            many=True,
+        )
+    )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def artifacts(self, request: Request, pk: str | None = None) -> Response:
         """Files the notebook wrote, with sha256 and size (the completed attempt's only)."""
@@ -211,7 +225,7 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(
         parameters=[OpenApiParameter("path", str, OpenApiParameter.QUERY, required=True)],
-        responses={(200, "application/octet-stream"): bytes},
+        responses={(200, "*/*"): OpenApiTypes.BINARY},  # the type its name suggests, else octet-stream
     )
     @action(detail=True, methods=["get"], url_path="artifact")
     def artifact(self, request: Request, pk: str | None = None) -> FileResponse:
@@ -224,7 +238,7 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
             storage_name=artifact.storage_name, filename=path.rsplit("/", 1)[-1], sha256=artifact.sha256
         )
 
-    @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
+    @extend_schema(responses={(200, "application/x-ipynb+json"): OpenApiTypes.OBJECT})  # a notebook is JSON
     @action(detail=True, methods=["get"])
     def output(self, request: Request, pk: str | None = None) -> FileResponse:
         """The executed notebook, as uploaded by the node (sha256 checked)."""
@@ -261,7 +275,16 @@ def stale_lease_response(exc: services.StaleLease) -> Response:
 
 
 class AgentHeartbeatApi(AgentApi):
-    @extend_schema(request=HeartbeatSerializer, responses={200: dict, 409: dict})
+    @extend_schema(
+        request=HeartbeatSerializer,
+        responses={
+            200: inline_serializer(
+                "HeartbeatReply",
+                {"lease_expires_at": serializers.DateTimeField(), "cancel_requested": serializers.BooleanField()},
+            ),
+            **errors(403, 409),
+        },
+    )
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
         data = validated(HeartbeatSerializer, request.data)
@@ -273,7 +296,15 @@ class AgentHeartbeatApi(AgentApi):
 
 
 class AgentEventsApi(AgentApi):
-    @extend_schema(request=AgentEventsSerializer, responses={200: dict, 409: dict})
+    @extend_schema(
+        request=AgentEventsSerializer,
+        responses={
+            200: inline_serializer(
+                "EventsStored", {"stored": serializers.IntegerField(), "received": serializers.IntegerField()}
+            ),
+            **errors(403, 409),
+        },
+    )
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
         data = validated(AgentEventsSerializer, request.data)
@@ -293,6 +324,15 @@ class RawBodyParser(BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         return stream
+
+
+# What every raw upload sends beside its body.
+UPLOAD_HEADERS = [
+    OpenApiParameter("X-Lease-Id", str, OpenApiParameter.HEADER, required=True, description="The current lease."),
+    OpenApiParameter(
+        "X-Content-SHA256", str, OpenApiParameter.HEADER, required=True, description="The body's sha256 (64 hex)."
+    ),
+]
 
 
 class RawUploadApi(AgentApi):
@@ -317,7 +357,9 @@ class RawUploadApi(AgentApi):
         reject_oversized_body(request, limit)
         with TemporaryUploadedFile("upload", "application/octet-stream", 0, None) as spool:
             size = 0
-            while chunk := request.stream.read(1024 * 1024):
+            # DRF gives no stream for an empty body; an empty file is still a file (an artifact may be one).
+            stream = request.stream or io.BytesIO()
+            while chunk := stream.read(1024 * 1024):
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"The upload is larger than {limit} bytes.")
@@ -336,7 +378,16 @@ class AgentOutputApi(RawUploadApi):
         stored = services.run_output_upload(run=run, lease_id=lease_id, stream=spool, sha256=sha256)
         return {"sha256": stored["sha256"], "size": stored["size"]}
 
-    @extend_schema(request={"application/octet-stream": bytes}, responses={200: dict, 400: dict, 409: dict})
+    @extend_schema(
+        request={"application/octet-stream": bytes},
+        parameters=UPLOAD_HEADERS,
+        responses={
+            200: inline_serializer(
+                "OutputStored", {"sha256": serializers.CharField(), "size": serializers.IntegerField()}
+            ),
+            **errors(400, 403, 409, 413),
+        },
+    )
     def put(self, request: Request, run_id: int) -> Response:
         return self.upload(request, run_id)
 
@@ -360,14 +411,25 @@ class AgentArtifactApi(RawUploadApi):
     @extend_schema(
         request={"application/octet-stream": bytes},
         parameters=[
+            *UPLOAD_HEADERS,
             OpenApiParameter(
                 "X-Reference-Comparison",
                 str,
                 OpenApiParameter.HEADER,
                 description="For a rerun's .npy: the node's comparison against the reference run's array, as JSON.",
-            )
+            ),
         ],
-        responses={200: dict, 400: dict, 409: dict},
+        responses={
+            200: inline_serializer(
+                "ArtifactStored",
+                {
+                    "path": serializers.CharField(),
+                    "sha256": serializers.CharField(),
+                    "size": serializers.IntegerField(),
+                },
+            ),
+            **errors(400, 403, 409, 413),
+        },
     )
     def put(self, request: Request, run_id: int, path: str) -> Response:
         self.run_for(request, run_id)
@@ -387,7 +449,10 @@ def _reference_comparison(header: str) -> dict[str, Any]:
 
 
 class AgentCompleteApi(AgentApi):
-    @extend_schema(request=CompleteSerializer, responses={200: RunSerializer, 409: dict})
+    @extend_schema(
+        request=CompleteSerializer,
+        responses={200: inline_serializer("Completed", {"state": serializers.CharField()}), **errors(403, 409)},
+    )
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
         data = validated(CompleteSerializer, request.data)
@@ -420,7 +485,7 @@ class AgentReleaseApi(AgentApi):
 class AgentNotebookApi(AgentApi):
     """The notebook version to execute."""
 
-    @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
+    @extend_schema(responses={(200, "application/x-ipynb+json"): OpenApiTypes.OBJECT, **errors(403)})
     def get(self, request: Request, run_id: int) -> FileResponse:
         run = self.run_for(request, run_id)
         version = run.notebook_version
@@ -436,7 +501,7 @@ class AgentFileApi(AgentApi):
     """One input file of the run, or an artifact of its reference run, by sha256 (nodes cache
     files by content)."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, **errors(403)})
     def get(self, request: Request, run_id: int, sha256: str) -> FileResponse:
         run = self.run_for(request, run_id)
         file: DatasetFile | RunArtifact | None = DatasetFile.objects.filter(
@@ -456,7 +521,20 @@ class AgentHelloApi(APIView):
     authentication_classes = [NodeTokenAuthentication]
     permission_classes: list[type] = []
 
-    @extend_schema(request=AgentHelloSerializer, responses={200: dict, 400: dict})
+    @extend_schema(
+        request=AgentHelloSerializer,
+        responses={
+            200: inline_serializer(
+                "HelloReply",
+                {
+                    "node": serializers.CharField(),
+                    "heartbeat_seconds": serializers.IntegerField(),
+                    "claim_wait_seconds": serializers.IntegerField(),
+                },
+            ),
+            **errors(400),
+        },
+    )
     def post(self, request: Request) -> Response:
         node = request.auth
         if not isinstance(node, Node):

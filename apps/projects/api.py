@@ -12,7 +12,8 @@ from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -26,6 +27,7 @@ from apps.accounts.models import User
 from apps.accounts.request_user import authenticated_user
 from apps.core.api import validated
 from apps.core.parsers import BoundedJSONParser
+from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
 from . import services
@@ -68,6 +70,8 @@ class ProjectFilter(django_filters.FilterSet):
         return queryset.filter(user_role__isnull=not value)  # type: ignore[misc]  # annotated by visible_to
 
 
+# 409: a project with runs or publications keeps them as the record of what was done.
+@extend_schema_view(destroy=extend_schema(responses={204: None, **errors(409)}))
 class ProjectViewSet(viewsets.ModelViewSet):
     """Projects you can see: every public one and the private ones you belong to."""
 
@@ -182,7 +186,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
 
     @extend_schema(
         request={"multipart/form-data": NotebookUploadSerializer},
-        responses={201: NotebookSerializer, 200: NotebookSerializer},
+        responses={201: NotebookSerializer, 200: NotebookSerializer, **errors(413)},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         require_role(self.project, CAN_UPLOAD, "upload notebooks")
@@ -235,7 +239,7 @@ class NotebookVersionViewSet(ProjectScopedMixin, mixins.RetrieveModelMixin, view
         )
         return Response(notebook_version_datacite(self.project, version.notebook, version, url=url))
 
-    @extend_schema(responses={(200, "application/x-ipynb+json"): bytes})
+    @extend_schema(responses={(200, "application/x-ipynb+json"): OpenApiTypes.OBJECT})  # a notebook is JSON
     @action(detail=True, methods=["get"])
     def download(self, request: Request, *args: Any, **kwargs: Any) -> FileResponse:
         version = self.get_object()
@@ -307,7 +311,7 @@ class DatasetVersionViewSet(
 
     @extend_schema(
         request={"multipart/form-data": DatasetUploadSerializer},
-        responses={201: DatasetVersionDetailSerializer, 200: DatasetVersionDetailSerializer},
+        responses={201: DatasetVersionDetailSerializer, 200: DatasetVersionDetailSerializer, **errors(413)},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         require_role(self.project, CAN_UPLOAD, "upload dataset files")
@@ -329,7 +333,8 @@ class DatasetVersionViewSet(
 
     @extend_schema(
         parameters=[OpenApiParameter("path", str, OpenApiParameter.QUERY, required=True)],
-        responses={(200, "application/octet-stream"): bytes},
+        # The media type is the one the file's name suggests (text/csv, ...), else octet-stream.
+        responses={(200, "*/*"): OpenApiTypes.BINARY},
     )
     @action(detail=True, methods=["get"])
     def download(self, request: Request, *args: Any, **kwargs: Any) -> FileResponse:

@@ -66,7 +66,7 @@ class NotebookVersionSerializer(serializers.ModelSerializer):
 
 
 class NotebookSerializer(serializers.ModelSerializer):
-    latest_version = NotebookVersionSerializer(read_only=True)
+    latest_version = NotebookVersionSerializer(read_only=True, allow_null=True)
 
     class Meta:
         model = Notebook
@@ -103,7 +103,7 @@ class DatasetVersionDetailSerializer(DatasetVersionSerializer):
 
 
 class DatasetSerializer(serializers.ModelSerializer):
-    latest_version = DatasetVersionSerializer(read_only=True)
+    latest_version = DatasetVersionSerializer(read_only=True, allow_null=True, help_text="Null until files are added.")
 
     class Meta:
         model = Dataset

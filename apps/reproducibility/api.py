@@ -7,8 +7,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +20,7 @@ from apps.compute.selectors import creator_hidden_rule, runs_visible_to
 from apps.compute.services import StaleLease
 from apps.core.api import validated
 from apps.core.inputs import parse_int
+from apps.core.schema import errors
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
 
 from . import services
@@ -36,7 +37,13 @@ from .serializers import (
 
 
 class AgentEnvironmentApi(AgentApi):
-    @extend_schema(request=AgentEnvironmentSerializer, responses={201: dict, 409: dict})
+    @extend_schema(
+        request=AgentEnvironmentSerializer,
+        responses={
+            201: inline_serializer("EnvironmentRecorded", {"fingerprint": serializers.CharField()}),
+            **errors(403, 409),
+        },
+    )
     def post(self, request: Request, run_id: int) -> Response:
         run = self.run_for(request, run_id)
         data = validated(AgentEnvironmentSerializer, request.data)
@@ -137,7 +144,7 @@ class RunCrateApi(APIView):
     """The run as an RO-Crate (Process Run Crate 0.5): notebook, executed notebook, environment,
     parameters and inputs with sha256, the run as a CreateAction."""
 
-    @extend_schema(responses={(200, "application/zip"): bytes})
+    @extend_schema(responses={(200, "application/zip"): bytes, **errors(400)})  # 400: the run has not ended
     def get(self, request: Request, run_id: int) -> FileResponse:
         run = (
             runs_visible_to(request.user)

@@ -9,8 +9,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Prefetch, prefetch_related_objects
 from django.http import Http404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions, status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +20,7 @@ from apps.accounts.request_user import authenticated_user
 from apps.compute.models import Run
 from apps.core.api import validated
 from apps.core.pagination import PageNumberPagination
+from apps.core.schema import errors
 from apps.projects.models import DatasetVersion, NotebookVersion
 from apps.projects.permissions import get_project_for
 
@@ -26,6 +28,7 @@ from . import access, services
 from .anchors import by_id, version_cells
 from .models import Notification, PublicationVersion, Review, ReviewComment
 from .serializers import (
+    CommentSerializer,
     CommentWriteSerializer,
     DecisionSerializer,
     InviteSerializer,
@@ -98,18 +101,19 @@ PUBLICATION_VERSIONS = Prefetch(
 
 class PublicationListApi(APIView):
     permission_classes = [permissions.IsAuthenticatedOrReadOnly]
+    pagination_class = PageNumberPagination  # also tells the schema that the list is paginated
 
     @extend_schema(responses=PublicationSerializer(many=True))
     def get(self, request: Request) -> Response:
         access.preload(request.user)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         publications = access.publications_visible_to(request.user).select_related("project", "notebook")
         publications = publications.prefetch_related(PUBLICATION_VERSIONS)
         page = paginator.paginate_queryset(publications.order_by("-created_at", "-id"), request, view=self)
         data = PublicationSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
 
-    @extend_schema(request=PublicationCreateSerializer, responses={201: PublicationSerializer})
+    @extend_schema(request=PublicationCreateSerializer, responses={201: PublicationSerializer, **errors(404)})
     def post(self, request: Request) -> Response:
         data = validated(PublicationCreateSerializer, request.data)
         project = get_project_for(request.user, data["project"])
@@ -200,7 +204,13 @@ class ReviewActionApi(APIView):
 
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=SubmitSerializer, responses={200: ReviewSerializer, 201: dict})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("action", str, OpenApiParameter.PATH, enum=["accept", "decline", "submit", "rerun"])
+        ],
+        request=SubmitSerializer,
+        responses={200: ReviewSerializer, 201: OpenApiTypes.OBJECT},
+    )
     def post(self, request: Request, review_id: int, action: str) -> Response:
         review = access.get_review_for(request.user, review_id)
         user = authenticated_user(request)
@@ -239,7 +249,13 @@ class CommentsApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("version", int, description="Mark comments outdated against this version.")],
-        responses=dict,
+        responses=inline_serializer(
+            "ReviewComments",
+            {
+                "version": serializers.IntegerField(allow_null=True, help_text="The version looked at."),
+                "comments": CommentSerializer(many=True),
+            },
+        ),
     )
     def get(self, request: Request, review_id: int) -> Response:
         review = access.get_review_for(request.user, review_id)
@@ -253,7 +269,7 @@ class CommentsApi(APIView):
             }
         )
 
-    @extend_schema(request=CommentWriteSerializer, responses={201: dict})
+    @extend_schema(request=CommentWriteSerializer, responses={201: CommentSerializer})
     def post(self, request: Request, review_id: int) -> Response:
         review = access.get_review_for(request.user, review_id)
         data = validated(CommentWriteSerializer, request.data)
@@ -284,7 +300,12 @@ class CommentsApi(APIView):
 class CommentResolveApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=None, responses=dict, operation_id="v1_reviews_comments_resolve_or_reopen")
+    @extend_schema(
+        parameters=[OpenApiParameter("action", str, OpenApiParameter.PATH, enum=["resolve", "reopen"])],
+        request=None,
+        responses=CommentSerializer,
+        operation_id="v1_reviews_comments_resolve_or_reopen",
+    )
     def post(self, request: Request, review_id: int, comment_id: int, action: str) -> Response:
         review = access.get_review_for(request.user, review_id)
         comment = ReviewComment.objects.filter(pk=comment_id, review=review).select_related("review").first()
@@ -301,7 +322,19 @@ class NotificationsApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("unread", bool, description="Only unread ones.")],
-        responses=dict,
+        responses=inline_serializer(
+            "Notification",
+            {
+                "id": serializers.IntegerField(),
+                "kind": serializers.CharField(),
+                "message": serializers.CharField(),
+                "url": serializers.CharField(),
+                "created_at": serializers.DateTimeField(),
+                "read": serializers.BooleanField(),
+            },
+            many=True,
+        ),
+        description="Your newest 200 notifications, newest first.",
     )
     def get(self, request: Request) -> Response:
         notifications = Notification.objects.filter(user=authenticated_user(request))
@@ -321,7 +354,9 @@ class NotificationsApi(APIView):
             ]
         )
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(
+        request=None, responses=inline_serializer("NotificationsMarked", {"marked_read": serializers.IntegerField()})
+    )
     def post(self, request: Request) -> Response:
         """Mark every notification read."""
         marked = Notification.objects.filter(user=authenticated_user(request), read_at__isnull=True).update(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import access
@@ -109,6 +110,7 @@ class PublicationSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     versions = serializers.SerializerMethodField()
 
+    @extend_schema_field(VersionSerializer(many=True))
     def get_versions(self, publication: Any) -> list[dict[str, Any]]:
         versions = access.visible_versions(self.context["request"].user, publication)
         return list(VersionSerializer(versions, many=True, context=self.context).data)
@@ -215,8 +217,8 @@ class ReviewSerializer(serializers.Serializer):
     summary = serializers.CharField()
     submitted_version = serializers.IntegerField(source="submitted_version.number", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
-    responded_at = serializers.DateTimeField()
-    submitted_at = serializers.DateTimeField()
+    responded_at = serializers.DateTimeField(allow_null=True)
+    submitted_at = serializers.DateTimeField(allow_null=True)
     rounds = serializers.JSONField(help_text="Earlier rounds' recommendations and summaries, oldest first.")
     reruns = serializers.SerializerMethodField()
     comments_url = serializers.SerializerMethodField()
@@ -240,6 +242,30 @@ class CommentWriteSerializer(serializers.Serializer):
     output_index = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
     parent = serializers.IntegerField(  # type: ignore[assignment]  # a field named like Field.parent
         required=False, allow_null=True, default=None, help_text="Reply to this comment's thread."
+    )
+
+
+class CommentSerializer(serializers.Serializer):
+    """What `comment_data` gives (for the API schema)."""
+
+    id = serializers.IntegerField()
+    parent = serializers.IntegerField(  # type: ignore[assignment]  # a field named like Field.parent
+        allow_null=True, help_text="The thread's first comment; null for a thread."
+    )
+    author = serializers.CharField()
+    body = serializers.CharField()
+    version = serializers.IntegerField(help_text="The publication version it was written on.")
+    cell_id = serializers.CharField(allow_blank=True)
+    line_start = serializers.IntegerField(allow_null=True)
+    line_end = serializers.IntegerField(allow_null=True)
+    output_index = serializers.IntegerField(allow_null=True)
+    resolved = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    outdated = serializers.BooleanField(
+        required=False, help_text="Only on anchored threads: the cell changed (or is gone) in the version looked at."
+    )
+    current_source = serializers.CharField(
+        required=False, allow_null=True, help_text="The anchored cell's source in the version looked at, if outdated."
     )
 
 

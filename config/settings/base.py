@@ -184,7 +184,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
     # DRF's JSON parser, with a nesting bound: a 5,000-level body is a 400, not a RecursionError.
     "DEFAULT_PARSER_CLASSES": [
@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
         "RecommendationEnum": "apps.review.models.Recommendation",
     },
 }
+    # `<id:…>` (apps.core.converters): an integer a BigAutoField can hold; beyond it, no URL matches.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
 
 # --- sign-in, sign-up, tokens (apps/accounts) ----------------------------------------------------
 # Failed logins (form and auth/token/) counted per username and per address; at the limit both
