@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .client import Client
+from .client import Client, Interrupted
 from .probe import probe_capabilities, summarize
-from .runner import Agent
+from .runner import DEFAULT_GRACE_SECONDS, Agent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--wait", type=float, default=25.0, help="long-poll seconds per claim")
     parser.add_argument("--max-runs", type=int, default=None, help="exit after this many runs per worker")
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=float(os.environ.get("REPROLAB_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)),
+        help="on SIGTERM or SIGINT, how long runs in flight may finish before they are released"
+        " (requeued at once, costing no attempt); a second signal releases them now",
+    )
     parser.add_argument("--version", action="version", version=f"reprolab-agent {__version__}")
     args = parser.parse_args(argv)
     if not args.server or not args.token:
@@ -47,15 +54,26 @@ def main(argv: list[str] | None = None) -> int:
         work_root=args.work_dir,
         cache_root=args.cache_dir,
         wait=args.wait,
+        grace=args.grace_seconds,
     )
-    hello = agent.hello(capabilities | {"concurrency": args.concurrency})
-    logging.info("node %s on %s: %s", hello.get("node"), args.server, summarize(capabilities))
 
     def stop(signum: int, frame: object) -> None:
-        logging.info("stopping after the current runs (signal %s)", signum)
-        agent.stopping.set()
+        # Like a CI runner: the first signal stops claiming and lets the runs in flight finish
+        # within the grace period; a second one releases them now.
+        now = agent.stopping.is_set()
+        name = signal.Signals(signum).name
+        if now:
+            logging.info("%s again: releasing the runs in flight now", name)
+        else:
+            logging.info("%s: no new runs; runs in flight have %g s to finish", name, args.grace_seconds)
+        agent.stop(now=now)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    try:
+        hello = agent.hello(capabilities | {"concurrency": args.concurrency})
+    except Interrupted:
+        return 0  # stopped before the site ever answered
+    logging.info("node %s on %s: %s", hello.get("node"), args.server, summarize(capabilities))
     agent.serve(max_runs=args.max_runs)
     return 0

@@ -6,7 +6,9 @@ included) without touching itself, and its heartbeats never wait on the kernel. 
 dies, a watchdog ends this process group too: no orphan keeps computing a run that the site
 has already handed to another node.
 
-Exit codes: 0 succeeded, 3 the notebook raised, 4 papermill or the kernel failed, 130 interrupted.
+Exit codes: 0 succeeded, 3 the notebook raised, 4 papermill or the kernel failed, 5 the kernel
+did not start (died or stayed silent before answering kernel_info: the node's failure, which the
+agent releases for a retry, not the notebook's result), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 from typing import IO, Any
 
+EXIT_KERNEL_DID_NOT_START = 5
 OUTPUT_TEXT_LIMIT = 4000  # characters of an output's text/plain kept in an event
 SOURCE_PREVIEW = 300  # characters of a cell's source shown while it runs
 
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from papermill.exceptions import PapermillExecutionError
 
     progress = Progress()
+    kernel_up = threading.Event()  # nbclient's on_notebook_start: the kernel answered kernel_info
     emit("log", message=f"papermill {papermill.__version__} starting")
     try:
         papermill.execute_notebook(
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             stderr_file=StreamForwarder("stderr", progress),
             on_cell_start=progress.on_cell_start,
             on_cell_executed=progress.on_cell_executed,
+            on_notebook_start=lambda **_: kernel_up.set(),
             # Kill the kernel at once at the end: a polite shutdown sometimes costs 2.5 s.
             shutdown_kernel="immediate",
         )
@@ -145,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # kernel died, bad notebook, missing kernel…
         emit("log", message=f"{type(error).__name__}: {error}")
+        # nbclient raises RuntimeError when the kernel dies or times out before kernel_info; a
+        # missing kernel (NoSuchKernel) or a bad notebook is not RuntimeError and fails for good.
+        if isinstance(error, RuntimeError) and not kernel_up.is_set():
+            return EXIT_KERNEL_DID_NOT_START
         return 4
     return 0
 

@@ -1,5 +1,11 @@
 """The agent loop: claim a run, materialise its inputs, execute it in a child process, stream
 events, upload the output, complete. Heartbeats run on their own thread, never behind the kernel.
+
+Stopping (SIGTERM or SIGINT, like a CI runner): no new claims (a waiting long-poll ends at once);
+runs in flight get a grace period to finish, then they are interrupted and released, so the site
+requeues them at once and charges no attempt. Failures of the node rather than of the notebook
+(the kernel did not start, the site stayed unreachable for an upload) are released as
+"infrastructure": the site retries them elsewhere, up to its max_attempts.
 """
 
 from __future__ import annotations
@@ -21,14 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import Client, GaveUp, Reply
+from .client import Client, GaveUp, Interrupted, Reply
 from .environment import capture
+from .execute import EXIT_KERNEL_DID_NOT_START
 from .hashing import HashCache, sha256_file
 from .resources import sample_session, usage
 
 log = logging.getLogger("reprolab_agent")
 
 EXIT_STATES = {0: "succeeded", 3: "failed", 4: "failed", 130: "cancelled"}
+EXIT_INFRASTRUCTURE = EXIT_KERNEL_DID_NOT_START  # the node's failure, not the notebook's result
+SHUTDOWN_KILL_SECONDS = 5.0  # after the grace period, an interrupted run's child gets this long
+RELEASE_RETRY_SECONDS = 10.0  # a release is worth a few retries; then the lease expires instead
+SETTLE_SECONDS = 15.0  # after the grace period, how long the runs get to be released
+DEFAULT_GRACE_SECONDS = 30.0
 EVENT_BATCH = 100
 EVENT_FLUSH_SECONDS = 0.2
 RESOURCE_SECONDS = 2.0
@@ -80,6 +92,11 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     lease_lost: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
+    # The agent's grace period is over: interrupt the run and release it (shared by all runs).
+    shutdown: threading.Event = field(default_factory=threading.Event)
+    # Completing or releasing: the lease ends now, so a heartbeat's 409 is expected, not news.
+    settled: threading.Event = field(default_factory=threading.Event)
+    stopped_for: str = ""  # "shutdown" once the watchdog interrupted the run for it
 
     @property
     def run_id(self) -> int:
@@ -117,15 +134,25 @@ class Heartbeat(threading.Thread):
         if (reply.json() or {}).get("cancel_requested"):
             self.ctx.cancel.set()
 
-    def run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                self.beat()
-            except LeaseLost:
+    def tick(self) -> bool:
+        """One heartbeat; False when there is nothing more to renew."""
+        if self.ctx.settled.is_set():
+            return False
+        try:
+            self.beat()
+        except LeaseLost:
+            if self.ctx.settled.is_set():  # this beat crossed our own complete or release
+                log.debug("run %s: heartbeat after the lease ended", self.ctx.run_id)
+            else:
                 log.warning("run %s: lease lost; stopping", self.ctx.run_id)
-                return
-            except (GaveUp, RuntimeError) as error:
-                log.warning("run %s: heartbeat failed: %s", self.ctx.run_id, error)
+            return False
+        except (GaveUp, RuntimeError) as error:
+            log.warning("run %s: heartbeat failed: %s", self.ctx.run_id, error)
+        return True
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval) and self.tick():
+            pass
 
 
 class EventSender(threading.Thread):
@@ -189,6 +216,7 @@ class RunExecutor:
         self.cache = cache
         self.work_root = work_root
         self.kernel = kernel
+        self.shutdown = threading.Event()  # set by the Agent when its grace period ends
 
     def prepare(self, ctx: RunContext) -> Path:
         notebook = ctx.workdir / "_input.ipynb"
@@ -211,7 +239,7 @@ class RunExecutor:
     def execute(self, claim: dict[str, Any]) -> str:
         """Run one claimed run to its end. Returns the final state reported (or 'lost')."""
         workdir = Path(tempfile.mkdtemp(prefix=f"run{claim['run']['id']}-", dir=self.work_root))
-        ctx = RunContext(claim=claim, client=self.client, workdir=workdir)
+        ctx = RunContext(claim=claim, client=self.client, workdir=workdir, shutdown=self.shutdown)
         heartbeat = Heartbeat(ctx)
         heartbeat.start()
         try:
@@ -226,8 +254,12 @@ class RunExecutor:
     def _execute(self, ctx: RunContext) -> str:
         try:
             notebook = self.prepare(ctx)
-        except (RuntimeError, GaveUp) as error:
+        except GaveUp as error:  # the site stayed unreachable: not the notebook's fault
+            return self.release(ctx, "infrastructure", f"could not fetch the inputs: {error}")
+        except RuntimeError as error:
             return self.complete(ctx, "failed", f"Could not prepare the run: {error}")
+        if ctx.shutdown.is_set():
+            return self.release(ctx, "shutdown", "the agent stopped before the run started")
         self.record_environment(ctx, notebook)
         events = EventSender(ctx)
         events.start()
@@ -239,13 +271,22 @@ class RunExecutor:
         events.close()
         if ctx.lease_lost.is_set():
             raise LeaseLost(f"run {ctx.run_id}: lease lost while running")
+        if ctx.stopped_for == "shutdown":
+            return self.release(ctx, "shutdown", "the agent stopped; its grace period ended before the run did")
+        if code == EXIT_INFRASTRUCTURE and not ctx.cancel.is_set():
+            return self.release(ctx, "infrastructure", last_log or "the kernel did not start")
         state = "cancelled" if ctx.cancel.is_set() else EXIT_STATES.get(code, "failed")
         message = "" if state == "succeeded" else self._error_text(code, ctx, last_log)
-        if output.exists():
-            self.upload(ctx, output)
-        elif state == "succeeded":
-            state, message = "failed", "papermill wrote no output notebook"
-        self.upload_artifacts(ctx, compare=state == "succeeded")
+        try:
+            if output.exists():
+                self.upload(ctx, output)
+            elif state == "succeeded":
+                state, message = "failed", "papermill wrote no output notebook"
+            self.upload_artifacts(ctx, compare=state == "succeeded")
+        except GaveUp as error:  # the site stayed unreachable through every retry
+            return self.release(ctx, "infrastructure", f"could not upload the results: {error}")
+        except RuntimeError as error:  # the site refused the output (4xx): that is the result
+            state, message = "failed", f"The site refused the output notebook: {error}"
         return self.complete(ctx, state, message)
 
     def record_environment(self, ctx: RunContext, notebook: Path) -> None:
@@ -314,6 +355,14 @@ class RunExecutor:
         while child.poll() is None:
             if ctx.lease_lost.is_set():
                 _signal_group(child, signal.SIGKILL)
+                return
+            if ctx.shutdown.is_set():  # the agent's grace period is over: stop, then release
+                ctx.stopped_for = "shutdown"
+                _signal_group(child, signal.SIGINT)
+                try:
+                    child.wait(timeout=SHUTDOWN_KILL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    _signal_group(child, signal.SIGKILL)
                 return
             if ctx.cancel.is_set() or time.monotonic() > deadline:
                 if not ctx.cancel.is_set():
@@ -428,9 +477,38 @@ class RunExecutor:
                 )
 
     def complete(self, ctx: RunContext, state: str, error: str = "") -> str:
+        ctx.settled.set()  # the heartbeat stops renewing: this call ends the lease
         ctx.call("POST", "complete", json_body={"lease_id": ctx.lease_id, "state": state, "error": error})
         log.info("run %s: %s", ctx.run_id, state)
         return state
+
+    def release(self, ctx: RunContext, reason: str, detail: str) -> str:
+        """Hand the run back to the site, which requeues it at once (`shutdown` costs it no
+        attempt). If the site cannot be told, the lease runs out and the sweeper requeues it."""
+        ctx.settled.set()
+        if "release" not in ctx.claim["urls"]:  # a site older than the release endpoint
+            log.warning("run %s: the site cannot take it back; its lease will run out", ctx.run_id)
+            return "lost"
+        try:
+            ctx.call(
+                "POST",
+                "release",
+                json_body={"lease_id": ctx.lease_id, "reason": reason, "detail": detail[:2000]},
+                retry_for=RELEASE_RETRY_SECONDS,
+            )
+        except LeaseLost:
+            log.info("run %s: its lease had already ended; nothing to release", ctx.run_id)
+            return "lost"
+        except (GaveUp, RuntimeError) as error:
+            log.warning("run %s: could not release it (%s); its lease will run out", ctx.run_id, error)
+            return "lost"
+        log.info("run %s: released (%s): %s", ctx.run_id, reason, detail)
+        return "released"
+
+    def hand_back(self, claim: dict[str, Any]) -> str:
+        """Release a run claimed just as the agent began to stop, without starting it."""
+        ctx = RunContext(claim=claim, client=self.client, workdir=self.work_root, shutdown=self.shutdown)
+        return self.release(ctx, "shutdown", "claimed as the agent was stopping")
 
 
 def _report_resources(child: subprocess.Popen[str], events: EventSender) -> None:
@@ -460,30 +538,76 @@ def _signal_group(child: subprocess.Popen[str], sig: int) -> None:
 
 
 class Agent:
-    """Claims and executes runs with `concurrency` worker threads until stopped."""
+    """Claims and executes runs with `concurrency` worker threads until stopped (`stop`)."""
 
     def __init__(
-        self, client: Client, *, concurrency: int = 1, work_root: Path, cache_root: Path, wait: float = 25.0
+        self,
+        client: Client,
+        *,
+        concurrency: int = 1,
+        work_root: Path,
+        cache_root: Path,
+        wait: float = 25.0,
+        grace: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self.client = client
         self.concurrency = concurrency
         self.executor = RunExecutor(client, FileCache(cache_root), work_root)
         self.wait = wait
+        self.grace = grace
         self.stopping = threading.Event()
+        # Re-entrant: stop() runs in signal handlers, and a second signal may land inside the first.
+        self._lock = threading.RLock()
+        self._grace_timer: threading.Timer | None = None
+        self._settle_by: float | None = None  # past this, serve() returns even if runs have not settled
         work_root.mkdir(parents=True, exist_ok=True)
 
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming at once (a waiting claim ends now). Runs in flight get `grace` seconds
+        to finish (none with `now`, or on a second call with `now`), then they are interrupted
+        and released."""
+        with self._lock:
+            first = not self.stopping.is_set()
+            self.stopping.set()
+            self.client.interrupt()
+            if now or self.grace <= 0:
+                if self._grace_timer is not None:
+                    self._grace_timer.cancel()
+                self._end_grace()
+            elif first:
+                self._grace_timer = threading.Timer(self.grace, self._end_grace)
+                self._grace_timer.daemon = True
+                self._grace_timer.start()
+
+    def _end_grace(self) -> None:
+        with self._lock:
+            if self.executor.shutdown.is_set():
+                return
+            self._settle_by = time.monotonic() + SETTLE_SECONDS
+            self.executor.shutdown.set()
+        log.info("grace period over: interrupting and releasing the runs in flight")
+
     def hello(self, capabilities: dict[str, Any]) -> dict[str, Any]:
+        """Raises Interrupted when the agent is stopped while the site does not answer yet."""
         reply = self.client.call(
-            "POST", "/api/v1/agent/hello/", json_body={"capabilities": capabilities}, retry_for=None
+            "POST", "/api/v1/agent/hello/", json_body={"capabilities": capabilities}, retry_for=None, interruptible=True
         )
         if reply.status != 200:
             raise SystemExit(f"The site refused this node (HTTP {reply.status}): {reply.body[:300]!r}")
         return reply.json() or {}
 
     def claim(self) -> dict[str, Any] | None:
-        reply = self.client.call(
-            "POST", f"/api/v1/agent/claim/?wait={self.wait:g}", json_body={}, timeout=self.wait + 30, retry_for=None
-        )
+        try:
+            reply = self.client.call(
+                "POST",
+                f"/api/v1/agent/claim/?wait={self.wait:g}",
+                json_body={},
+                timeout=self.wait + 30,
+                retry_for=None,
+                interruptible=True,  # stopping ends a waiting long-poll at once
+            )
+        except Interrupted:
+            return None
         if reply.status == 204:
             return None
         if reply.status != 200:
@@ -498,6 +622,9 @@ class Agent:
             claim = self.claim()
             if claim is None:
                 continue
+            if self.stopping.is_set():  # the claim was answered just as we began to stop
+                self.executor.hand_back(claim)
+                return
             log.info("run %s (attempt %s): claimed", claim["run"]["id"], claim["run"]["attempt"])
             try:
                 self.executor.execute(claim)
@@ -506,10 +633,20 @@ class Agent:
             done += 1
 
     def serve(self, max_runs: int | None = None) -> None:
+        """Work until stopped (or `max_runs` per worker). Returns once every run in flight has
+        settled, or SETTLE_SECONDS after the grace period at the latest (the workers are daemon
+        threads; a run's child dies with the agent through its own watchdog)."""
         threads = [
-            threading.Thread(target=self.worker, args=(max_runs,), name=f"worker-{i}") for i in range(self.concurrency)
+            threading.Thread(target=self.worker, args=(max_runs,), name=f"worker-{i}", daemon=True)
+            for i in range(self.concurrency)
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            while thread.is_alive():
+                thread.join(timeout=0.2)  # short joins: the main thread stays free for signals
+                if self._settle_by is not None and time.monotonic() > self._settle_by:
+                    log.warning("runs still settling %.0f s after the grace period; exiting", SETTLE_SECONDS)
+                    return
+        if self.stopping.is_set():
+            log.info("stopped")
