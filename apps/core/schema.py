@@ -7,6 +7,7 @@ of its kind can answer (401 for a wrong credential, 400 where it reads input, 40
 writes, 404 where it names an object or a page); views add what is particular to them with
 `errors(409)`, `errors(413)`, `errors(429)` in their `extend_schema(responses=...)`."""
 
+from http import HTTPStatus
 from typing import Any
 
 from drf_spectacular import openapi
@@ -33,7 +34,10 @@ class ErrorSerializer(serializers.Serializer):
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
     """`responses={201: Thing, **errors(404, 409)}`: these error answers, documented."""
-    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code]) for code in codes}
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS.get(code) or HTTPStatus(code).phrase)
+        for code in codes
+    }
 
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -50,11 +54,11 @@ class AutoSchema(openapi.AutoSchema):
         for code in self._common_error_codes(operation):
             if str(code) not in responses:
                 responses[str(code)] = self._get_response_for_code(errors(code)[code], str(code))
-        for code, response in responses.items():
-            if code >= "400" and self._says_nothing_about_its_body(response):
+        for status, response in responses.items():
+            if status >= "400" and self._says_nothing_about_its_body(response):
                 # Declared as `dict` or with a description only: it is still the one error shape.
-                shaped = self._get_response_for_code(errors(int(code))[int(code)], code)
-                responses[code] = {**shaped, "description": response.get("description") or shaped["description"]}
+                shaped = self._get_response_for_code(errors(int(status))[int(status)], status)
+                responses[status] = {**shaped, "description": response.get("description") or shaped["description"]}
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
