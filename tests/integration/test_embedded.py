@@ -240,3 +240,33 @@ def test_the_sweeper_requeues_a_run_whose_lease_ran_out():
     assert not sweeper.is_alive()
     run.refresh_from_db()
     assert (run.attempt, run.node) == (2, None)
+
+
+def test_the_execution_bench_stops_everything_it_started_on_sigterm(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in NOT_EMBEDDED}
+    log = tmp_path / "bench.log"
+    with log.open("wb") as sink:
+        bench = subprocess.Popen(
+            [sys.executable, "bench/execution_bench.py", "1"],
+            cwd=ROOT,
+            env={**env, "TMPDIR": str(tmp_path)},  # its scratch folder lands here
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # Its daphne and first agent are up once it measures through the platform.
+        wait_until(
+            lambda: "latency through the platform" in log.read_text(), timeout=300, what="the bench", process=bench
+        )
+        children = descendants(bench.pid)
+        assert len(children) >= 2
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) != 0  # it says it was stopped
+        assert not wait_gone(children, timeout=20)
+        assert "every process it started is stopped" in log.read_text()
+        assert not list(tmp_path.glob("reprolab-exec-bench-*"))
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
