@@ -51,14 +51,23 @@ RESTART_RESET_SECONDS = 60.0  # an agent that ran this long starts the backoff a
 
 @transaction.atomic
 def local_node_token(concurrency: int) -> str:
-    # A system account, staff because only staff may share a node with everyone; it cannot log in.
+    # A system account, staff because only staff may share a node with everyone; nobody can log
+    # in to it. An account of that name with a password is a person's (someone signed up with the
+    # name before the first start): never make it staff.
     owner, created = User.objects.get_or_create(
         username=LOCAL_NODE_OWNER, defaults={"is_active": True, "is_staff": True}
     )
-    if created or not owner.is_staff or owner.has_usable_password():
-        owner.is_staff = True
+    if created:
         owner.set_unusable_password()
         owner.save()
+    elif owner.has_usable_password():
+        raise CommandError(
+            f"The account '{LOCAL_NODE_OWNER}' is a person's account (it has a password); the local node"
+            " needs it as a system account: rename that user, then start again."
+        )
+    elif not owner.is_staff:  # made by an earlier version, before shared nodes were staff-only
+        owner.is_staff = True
+        owner.save(update_fields=["is_staff"])
     node = Node.objects.filter(owner=owner, name=LOCAL_NODE_NAME).first()
     if node is None:
         # Shared: in the embedded mode the one local node runs everybody's runs.
