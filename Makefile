@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 ## Embedded mode: SQLite, in-process channel layer, no Redis; demo user demo/demo.
 run: $(STAMP)
+	./scripts/ensure-packages.sh
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
@@ -26,6 +27,7 @@ run: $(STAMP)
 ## The whole suite: PostgreSQL and Redis when reachable (required under CI=true), a real
 ## Celery worker, a real ASGI server and Debian's Chromium.
 test: $(STAMP)
+	./scripts/ensure-packages.sh
 	./scripts/run-tests.sh $(ARGS)
 
 lint: $(STAMP)

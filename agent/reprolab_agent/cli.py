@@ -13,6 +13,48 @@ from . import __version__
 from .client import Client, Interrupted
 from .probe import probe_capabilities, summarize
 from .runner import DEFAULT_GRACE_SECONDS, Agent
+from .sandbox import LEVELS, Unavailable, detect
+
+TOKEN_VARIABLES = ("REPROLAB_NODE_TOKEN", "REPROLAB_NODE_TOKEN_FILE")
+
+
+def take_token(given: str | None, token_file: Path | None) -> str | None:
+    """The node token from --token, REPROLAB_NODE_TOKEN or a file, then gone from everywhere a
+    run could look for it: the variables leave os.environ at once (no child inherits them), and
+    the bytes are overwritten in the memory that /proc/<pid>/environ and cmdline show. (Runs
+    cannot read this process's memory itself: they run as another uid or in another PID
+    namespace; see reprolab_agent.sandbox.)"""
+    token = given or os.environ.get("REPROLAB_NODE_TOKEN")
+    if not token and token_file:
+        token = token_file.read_text().strip()
+    for name in TOKEN_VARIABLES:
+        os.environ.pop(name, None)
+    if token:
+        wipe_from_proc(token)
+    return token or None
+
+
+def wipe_from_proc(secret: str) -> bool:
+    """Overwrite `secret` in this process's original argument and environment blocks, which the
+    kernel serves as /proc/<pid>/cmdline and /proc/<pid>/environ (what setproctitle does for the
+    title). Nothing refers to those bytes any more: Python copied argv and the environment at
+    start, and os.environ.pop removed the variable from the C environment. Best effort: False
+    where /proc/self/mem cannot be written."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is stat field 3
+        blocks = [(int(fields[45]), int(fields[46])), (int(fields[47]), int(fields[48]))]  # arg_*, env_*
+        needle = secret.encode()
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            for start, end in blocks:
+                mem.seek(start)
+                block = mem.read(end - start)
+                if needle in block:
+                    mem.seek(start)
+                    mem.write(block.replace(needle, b"x" * len(needle)))
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +63,27 @@ def main(argv: list[str] | None = None) -> int:
         "--server", default=os.environ.get("REPROLAB_SERVER"), help="the site, e.g. https://reprolab.example.org"
     )
     parser.add_argument(
-        "--token", default=os.environ.get("REPROLAB_NODE_TOKEN"), help="the node token (rln_…); or REPROLAB_NODE_TOKEN"
+        "--token", default=None, help="the node token (rln_…); better REPROLAB_NODE_TOKEN or --token-file"
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=os.environ.get("REPROLAB_NODE_TOKEN_FILE"),
+        help="a file holding the node token (or REPROLAB_NODE_TOKEN_FILE); runs never see it",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=["auto", *LEVELS],
+        default=os.environ.get("REPROLAB_ISOLATION", "auto"),
+        help="how runs are isolated from this machine: auto (the strongest that works), bwrap, uid, none",
+    )
+    parser.add_argument(
+        "--protect",
+        type=Path,
+        action="append",
+        default=[],
+        help="a path runs must never reach (repeatable), e.g. the site's folder on an embedded node;"
+        " the agent's work dir, cache and token file always are",
     )
     parser.add_argument("--concurrency", type=int, default=1, help="runs at a time")
     parser.add_argument(
@@ -41,11 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"reprolab-agent {__version__}")
     args = parser.parse_args(argv)
+    args.token = take_token(args.token, args.token_file)
     if not args.server or not args.token:
-        parser.error("--server and --token (or REPROLAB_SERVER and REPROLAB_NODE_TOKEN) are required")
+        parser.error("--server and a token (--token-file, REPROLAB_NODE_TOKEN or --token) are required")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s", stream=sys.stderr
     )
+    if "--token" in sys.argv or any(a.startswith("--token=") for a in sys.argv):
+        logging.warning("--token on the command line shows in `ps` while the agent starts; use --token-file")
+    protect = [args.work_dir, args.cache_dir, *args.protect] + ([args.token_file] if args.token_file else [])
+    try:
+        sandbox = detect(args.isolation, protect=protect, work_root=args.work_dir)
+    except Unavailable as error:
+        parser.exit(2, f"reprolab-agent: isolation {args.isolation} is not available here: {error}\n")
+    for note in sandbox.notes:
+        logging.warning("isolation %s", note)
+    log = logging.warning if sandbox.level == "none" else logging.info
+    log("isolation %s", sandbox.describe)
 
     capabilities = probe_capabilities()
     agent = Agent(
@@ -56,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         wait=args.wait,
         grace=args.grace_seconds,
     )
+    agent.executor.sandbox = sandbox
 
     def stop(signum: int, frame: object) -> None:
         # Like a CI runner: the first signal stops claiming and lets the runs in flight finish
@@ -71,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        hello = agent.hello(capabilities | {"concurrency": args.concurrency})
+        hello = agent.hello(capabilities | {"concurrency": args.concurrency, "isolation": sandbox.level})
     except Interrupted:
         return 0  # stopped before the site ever answered
     logging.info("node %s on %s: %s", hello.get("node"), args.server, summarize(capabilities))

@@ -9,6 +9,8 @@ import importlib.metadata
 import os
 import platform
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,93 @@ ENV_ALLOWLIST = (
     "LC_ALL",
     "TZ",
 )
+
+# What a run's process inherits from the agent: the variables above, and these, which locate
+# software or devices and hold no secret. Everything else (the node token, the site's
+# DJANGO_*/DATABASE_URL/REDIS_URL, cloud credentials, any *_TOKEN or *_PASSWORD) stays behind.
+RUN_ENV_ALLOWLIST = (
+    *ENV_ALLOWLIST,
+    "PATH",
+    "JUPYTER_PATH",  # where the operator installed kernels (the sandbox mounts them read-only)
+    "LANGUAGE",
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+RUN_USER = "reprolab-run"
+
+# The kernel for a notebook that names none, by its language, as Jupyter picks its default.
+DEFAULT_KERNELS = {"python": "python3"}
+
+
+def run_environment(source: Mapping[str, str], *, workdir: Path, pythonpath: str) -> dict[str, str]:
+    """The whole environment of a run's process: an allowlist of the agent's variables, a home
+    and temporary folder inside the run's working directory, and the agent package on the
+    path (so `from reprolab_agent import record` works in the notebook)."""
+    env = {k: v for k, v in source.items() if k in RUN_ENV_ALLOWLIST or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = str(workdir)
+    env["TMPDIR"] = str(workdir / ".tmp")
+    env["USER"] = env["LOGNAME"] = RUN_USER
+    env["PYTHONPATH"] = pythonpath
+    return env
+
+
+class NoKernel(RuntimeError):
+    """No kernel on this node can run the notebook."""
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    name: str
+    language: str | None  # given to papermill when the notebook does not say (it needs one)
+    chosen: str  # "node" (the agent was told), "notebook" (its kernelspec), "default" (by language)
+
+    def describe(self) -> str:
+        if self.chosen == "default":
+            return f"kernel {self.name}, chosen by default: the notebook names no kernel (language {self.language})"
+        return f"kernel {self.name}" + (" (set on this node)" if self.chosen == "node" else "")
+
+
+def _installed_kernels() -> dict[str, str]:
+    """Installed kernel name -> language."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        specs = KernelSpecManager().get_all_specs()
+    except Exception:  # no jupyter_client or a broken spec folder: only the defaults are known
+        return {}
+    return {name: str(s.get("spec", {}).get("language", "")).lower() for name, s in specs.items()}
+
+
+def choose_kernel(
+    metadata: Mapping[str, Any], *, override: str | None = None, installed: Mapping[str, str] | None = None
+) -> KernelChoice:
+    """The kernel a notebook runs on: the node's override, else its kernelspec, else the kernel
+    for its language (python3 for Python, which is also the language of a notebook that says
+    nothing: nbformat.v4.new_notebook(), upgraded v2/v3 notebooks, VS Code notebooks)."""
+    kernelspec = metadata.get("kernelspec")
+    kernelspec = kernelspec if isinstance(kernelspec, Mapping) else {}
+    language_info = metadata.get("language_info")
+    language_info = language_info if isinstance(language_info, Mapping) else {}
+    declared = language_info.get("name") or kernelspec.get("language")
+    language = str(declared or "python").lower()
+    named, chosen = (override, "node") if override else (kernelspec.get("name"), "notebook")
+    if isinstance(named, str) and named:
+        # papermill reads a declared language itself; for an undeclared one, only a default
+        # kernel's language is known.
+        implied = next((lang for lang, kernel in DEFAULT_KERNELS.items() if kernel == named), None)
+        return KernelChoice(named, None if declared else implied, chosen)
+    if language in DEFAULT_KERNELS:
+        return KernelChoice(DEFAULT_KERNELS[language], language, "default")
+    kernels = _installed_kernels() if installed is None else installed
+    matching = sorted(name for name, lang in kernels.items() if lang == language)
+    if not matching:
+        raise NoKernel(f"the notebook names no kernel and this node has none for {language}")
+    return KernelChoice(matching[0], language, "default")
 
 
 def installed_packages() -> dict[str, str]:
@@ -68,9 +157,20 @@ def kernel_spec(name: str | None) -> dict[str, Any]:
     return {"name": name, "display_name": spec.display_name, "language": spec.language, "argv": list(spec.argv)}
 
 
-def capture(*, kernel_name: str | None, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The snapshot: software, hardware, kernel, environment variables, and the inputs (each
-    with the sha256 the agent verified when it fetched it)."""
+def capture(
+    *,
+    kernel_name: str | None,
+    inputs: list[dict[str, Any]],
+    kernel_chosen: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The snapshot: software, hardware, kernel (and how it was chosen), environment variables
+    (of `env`, the run's own, when given), and the inputs (each with the sha256 the agent
+    verified when it fetched it)."""
+    env = os.environ if env is None else env
+    kernel = kernel_spec(kernel_name)
+    if kernel_chosen:
+        kernel["chosen"] = kernel_chosen
     gpus, gpu_error = probe_gpus()
     usable, total = _cpu_counts()
     cuda = {}
@@ -98,8 +198,8 @@ def capture(*, kernel_name: str | None, inputs: list[dict[str, Any]]) -> dict[st
         "memory_mb": _memory_total_mb(),
         "gpus": [{k: g[k] for k in ("index", "name", "memory_total_mb", "compute_capability") if k in g} for g in gpus],
         "cuda": cuda,
-        "kernel": kernel_spec(kernel_name),
-        "env": {name: os.environ[name] for name in ENV_ALLOWLIST if name in os.environ},
+        "kernel": kernel,
+        "env": {name: env[name] for name in ENV_ALLOWLIST if name in env},
         "inputs": inputs,
         "agent_version": agent_version(),
     }

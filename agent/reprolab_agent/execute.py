@@ -1,10 +1,12 @@
 """Execute one notebook with papermill and report progress as JSON lines on stdout.
 
 Runs as a child process of the agent (`python -m reprolab_agent.execute`), in the run's own
-working directory and process session, so the agent can interrupt or kill the whole run (kernel
-included) without touching itself, and its heartbeats never wait on the kernel. If the agent
-dies, a watchdog ends this process group too: no orphan keeps computing a run that the site
-has already handed to another node.
+working directory and process session, inside the node's sandbox (reprolab_agent.sandbox), so
+the agent can interrupt or kill the whole run (kernel included) without touching itself, and its
+heartbeats never wait on the kernel. If the agent dies, a watchdog ends this process group too:
+no orphan keeps computing a run that the site has already handed to another node. The watchdog
+reads a pipe whose other end only the agent holds (`--lifeline`): end of file means the agent is
+gone, whatever the namespace (inside a PID namespace the agent's pid means nothing).
 
 Exit codes: 0 succeeded, 3 the notebook raised, 4 papermill or the kernel failed, 5 the kernel
 did not start (died or stayed silent before answering kernel_info: the node's failure, which the
@@ -95,11 +97,10 @@ def _summarize(output: Any) -> dict[str, Any]:
     return {"type": output.get("output_type"), "mime_types": sorted(data), "text": text[:OUTPUT_TEXT_LIMIT]}
 
 
-def _watch_parent(parent: int) -> None:
-    while True:
-        if os.getppid() != parent:
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-        time.sleep(1.0)
+def _watch_lifeline(fd: int) -> None:
+    while os.read(fd, 1):  # the agent never writes: this returns only at end of file
+        pass
+    os.kill(0, signal.SIGKILL)  # 0: every process of this process group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,15 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output")
     parser.add_argument("--parameters", default="{}", help="JSON object")
     parser.add_argument("--kernel", default=None)
-    parser.add_argument("--parent", type=int, default=None, help="pid of the agent to watch")
+    parser.add_argument("--language", default=None, help="for notebooks that do not name theirs")
+    parser.add_argument("--lifeline", type=int, default=None, help="fd that ends when the agent dies")
     args = parser.parse_args(argv)
 
     # Progress goes to the real stdout; anything else that prints (papermill, warnings) goes to
     # stderr so it cannot corrupt the JSON-lines channel.
     _channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
-    if args.parent:
-        threading.Thread(target=_watch_parent, args=(args.parent,), daemon=True).start()
+    if args.lifeline is not None:
+        threading.Thread(target=_watch_lifeline, args=(args.lifeline,), daemon=True).start()
 
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output,
             parameters=json.loads(args.parameters),
             kernel_name=args.kernel or None,
+            language=args.language or None,
             cwd=os.getcwd(),
             progress_bar=False,
             log_output=False,

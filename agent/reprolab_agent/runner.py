@@ -10,13 +10,11 @@ requeues them at once and charges no attempt. Failures of the node rather than o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import Client, GaveUp, Interrupted, Reply
-from .environment import capture
+from .environment import KernelChoice, capture, choose_kernel, run_environment
 from .execute import EXIT_KERNEL_DID_NOT_START
 from .hashing import HashCache, sha256_file
 from .resources import sample_session, usage
+from .sandbox import Sandbox, agent_pythonpath, read_regular, regular_files
 
 log = logging.getLogger("reprolab_agent")
 
@@ -217,6 +216,7 @@ class RunExecutor:
         self.work_root = work_root
         self.kernel = kernel
         self.shutdown = threading.Event()  # set by the Agent when its grace period ends
+        self.sandbox = Sandbox("none")  # the CLI sets the level it probed (reprolab_agent.sandbox)
 
     def prepare(self, ctx: RunContext) -> Path:
         notebook = ctx.workdir / "_input.ipynb"
@@ -224,15 +224,31 @@ class RunExecutor:
         if hashlib.sha256(reply.body).hexdigest() != ctx.claim["run"]["notebook_sha256"]:
             raise RuntimeError("the notebook arrived corrupted (sha256 mismatch)")
         notebook.write_bytes(reply.body)
+        try:
+            metadata = json.loads(reply.body).get("metadata", {})
+        except (ValueError, RecursionError, AttributeError) as error:
+            raise RuntimeError(f"the notebook is not readable JSON: {error}") from error
+        # Kept with the claim for the snapshot and the child. A notebook that names no kernel
+        # runs on its language's (python3), as Jupyter does, and the run says so.
+        ctx.claim["kernel"] = choose_kernel(metadata if isinstance(metadata, dict) else {}, override=self.kernel)
+        # A run with the agent's own uid (bwrap without root) gets copies: through a hard link it
+        # could rewrite the node's cached input for later runs. A run uid gets links to files
+        # it can read but not write.
+        copy = self.sandbox.level != "none" and not self.sandbox.drops_uid
         for item in ctx.claim["run"]["files"]:
             cached = self.cache.fetch(self.client, item["url"], item["sha256"], ctx.claim["run_token"])
             target = (ctx.workdir / item["path"]).resolve()
             if ctx.workdir.resolve() not in target.parents:  # the site validates paths; check anyway
                 raise RuntimeError(f"unsafe input path {item['path']!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
+            if self.sandbox.drops_uid:
+                os.chmod(cached, 0o644)
+            if copy:
+                shutil.copyfile(cached, target)
+                continue
             try:
                 os.link(cached, target)
-            except OSError:
+            except OSError:  # another file system
                 shutil.copyfile(cached, target)
         return notebook
 
@@ -305,7 +321,10 @@ class RunExecutor:
             {"role": "data", "path": f["path"], "sha256": f["sha256"], "size": f["size"], "dataset": f.get("dataset")}
             for f in run["files"]
         ]
-        snapshot = capture(kernel_name=self.kernel or run.get("kernel_name") or "python3", inputs=inputs)
+        kernel: KernelChoice = ctx.claim["kernel"]
+        snapshot = capture(
+            kernel_name=kernel.name, kernel_chosen=kernel.chosen, inputs=inputs, env=_child_env(ctx.workdir)
+        )
         if "environment" in ctx.claim["urls"]:
             ctx.call("POST", "environment", json_body={"lease_id": ctx.lease_id, "environment": snapshot})
 
@@ -313,39 +332,53 @@ class RunExecutor:
         """Execute in a child process in its own session; forward its JSON-lines events.
         Returns the exit code and the last log message."""
         run = ctx.claim["run"]
+        kernel: KernelChoice = ctx.claim["kernel"]
         ctx.started.set()
         Heartbeat(ctx).beat()  # tell the site the run is running now
-        command = [
-            sys.executable,
-            "-m",
-            "reprolab_agent.execute",
-            str(notebook),
-            str(output),
-            "--parameters",
-            json.dumps(run["parameters"]),
-            "--parent",
-            str(os.getpid()),
-        ]
-        kernel = self.kernel or run.get("kernel_name")
-        if kernel:
-            command += ["--kernel", kernel]
-        child = subprocess.Popen(
-            command, cwd=ctx.workdir, stdout=subprocess.PIPE, text=True, start_new_session=True, env=_child_env()
+        # Paths relative to the working directory: a run uid cannot list the folders above it.
+        command = [sys.executable, "-m", "reprolab_agent.execute", notebook.name, output.name]
+        command += ["--parameters", json.dumps(run["parameters"]), "--kernel", kernel.name]
+        if kernel.language:
+            command += ["--language", kernel.language]
+        message = f"{kernel.describe()}; isolation: {self.sandbox.level}"
+        events.add(
+            {"kind": "log", "payload": {"message": message, "kernel": kernel.name, "kernel_chosen": kernel.chosen}}
         )
-        watchdog = threading.Thread(target=self._watch, args=(ctx, child, float(run["timeout_seconds"])), daemon=True)
-        watchdog.start()
-        threading.Thread(target=_report_resources, args=(child, events), daemon=True).start()
-        assert child.stdout is not None
-        last_log = ""
-        for line in child.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if event.get("kind") == "log":
-                last_log = str(event.get("payload", {}).get("message", ""))
-            events.add(event)
-        return child.wait(), last_log
+        (ctx.workdir / ".tmp").mkdir(exist_ok=True)
+        # The child's watchdog reads `lifeline` and sees end of file once `held` closes: when
+        # this run ends here, or when the agent dies.
+        lifeline, held = os.pipe()
+        user = self.sandbox.acquire()
+        try:
+            child = self.sandbox.spawn(
+                [*command, "--lifeline", str(lifeline)],
+                workdir=ctx.workdir,
+                env=_child_env(ctx.workdir),
+                user=user,
+                pass_fds=(lifeline,),
+                stdout=subprocess.PIPE,
+            )
+            os.close(lifeline)
+            lifeline = -1
+            timeout = float(run["timeout_seconds"])
+            threading.Thread(target=self._watch, args=(ctx, child, timeout), daemon=True).start()
+            threading.Thread(target=_report_resources, args=(child, events), daemon=True).start()
+            assert child.stdout is not None
+            last_log = ""
+            for line in child.stdout:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if event.get("kind") == "log":
+                    last_log = str(event.get("payload", {}).get("message", ""))
+                events.add(event)
+            return child.wait(), last_log
+        finally:
+            for fd in (lifeline, held):
+                if fd >= 0:
+                    os.close(fd)
+            self.sandbox.finish(ctx.workdir, user)
 
     def _watch(self, ctx: RunContext, child: subprocess.Popen[str], timeout: float) -> None:
         """Interrupt on cancel or timeout, then kill after a grace period; kill at once if the
@@ -354,24 +387,24 @@ class RunExecutor:
         grace = float(ctx.claim.get("heartbeat_seconds", 20))
         while child.poll() is None:
             if ctx.lease_lost.is_set():
-                _signal_group(child, signal.SIGKILL)
+                self.sandbox.kill(child)
                 return
             if ctx.shutdown.is_set():  # the agent's grace period is over: stop, then release
                 ctx.stopped_for = "shutdown"
-                _signal_group(child, signal.SIGINT)
+                self.sandbox.interrupt(child)
                 try:
                     child.wait(timeout=SHUTDOWN_KILL_SECONDS)
                 except subprocess.TimeoutExpired:
-                    _signal_group(child, signal.SIGKILL)
+                    self.sandbox.kill(child)
                 return
             if ctx.cancel.is_set() or time.monotonic() > deadline:
                 if not ctx.cancel.is_set():
                     ctx.claim["timed_out"] = True
-                _signal_group(child, signal.SIGINT)
+                self.sandbox.interrupt(child)
                 try:
                     child.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
-                    _signal_group(child, signal.SIGKILL)
+                    self.sandbox.kill(child)
                 return
             time.sleep(0.1)
 
@@ -384,7 +417,10 @@ class RunExecutor:
         return f"{reason}: {last_log}" if last_log else f"{reason}."
 
     def upload(self, ctx: RunContext, output: Path) -> None:
-        body = output.read_bytes()
+        try:  # never through a link the run left: the agent reads what the run could not
+            body = read_regular(output)
+        except OSError as error:
+            raise RuntimeError(f"the output notebook is not a regular file the run wrote ({error})") from error
         ctx.call(
             "PUT",
             "output",
@@ -402,7 +438,9 @@ class RunExecutor:
         inputs = {f["path"]: f["sha256"] for f in ctx.claim["run"]["files"]}
         found: list[Path] = []
         total = 0
-        for path in sorted(p for p in ctx.workdir.rglob("*") if p.is_file()):
+        # Regular files only, never through links: a link the run made to what its sandbox hides
+        # (the site's database) would otherwise be read and uploaded by the agent for it.
+        for path in regular_files(ctx.workdir):
             relative = path.relative_to(ctx.workdir).as_posix()
             if relative in ("_input.ipynb", "_output.ipynb") or any(
                 part.startswith(".") for part in relative.split("/")
@@ -449,7 +487,7 @@ class RunExecutor:
         references = {a["path"]: a for a in (ctx.claim.get("reference") or {}).get("arrays", [])} if compare else {}
         for path in self.artifacts(ctx):
             relative = path.relative_to(ctx.workdir).as_posix()
-            body = path.read_bytes()
+            body = read_regular(path)
             sha256 = hashlib.sha256(body).hexdigest()
             headers = {
                 "Content-Type": "application/octet-stream",
@@ -525,16 +563,9 @@ def _report_resources(child: subprocess.Popen[str], events: EventSender) -> None
         previous, last = current, now
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    agent_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (agent_root, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _signal_group(child: subprocess.Popen[str], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, sig)
+def _child_env(workdir: Path) -> dict[str, str]:
+    """A run's whole environment: allowlisted, never the agent's token or the site's secrets."""
+    return run_environment(os.environ, workdir=workdir, pythonpath=agent_pythonpath())
 
 
 class Agent:

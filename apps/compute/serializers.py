@@ -272,6 +272,8 @@ class CapabilitiesSerializer(KeepingUnknownKeys):
     agent_version = _text(50)
     gpus = GpuCapabilitySerializer(many=True, required=False, max_length=256)  # type: ignore[call-arg]  # DRF has it
     gpu_error = _text(1000)
+    # How the node isolates its runs (reprolab_agent.sandbox): bwrap > uid > none.
+    isolation = serializers.ChoiceField(choices=["bwrap", "uid", "none"], required=False)
 
 
 class AgentHelloSerializer(serializers.Serializer):

@@ -61,6 +61,14 @@ def _text(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "" else None
 
 
+# What the agent's sandbox (reprolab_agent.sandbox) reports, for people.
+ISOLATION_LABELS = {
+    "bwrap": "sandboxed (bubblewrap namespaces)",
+    "uid": "separate user only",
+    "none": "none: runs can read what the agent can",
+}
+
+
 @dataclass
 class NodeView:
     """A node with what its pages show: online status and a readable capabilities summary."""
@@ -133,6 +141,7 @@ def _node_view(node: Node, active_runs: int, now: dt.datetime) -> NodeView:
         ("System", system or None),
         ("Python", python or None),
         ("Agent", _text(caps.get("agent_version"))),
+        ("Isolation", ISOLATION_LABELS.get(str(caps.get("isolation")), "not reported")),
     ):
         if value:
             view.facts.append((label, value))

@@ -88,6 +88,8 @@ class KernelSerializer(serializers.Serializer):
     language = _text(100)
     argv = serializers.ListField(child=serializers.CharField(max_length=1000), max_length=50, required=False)
     error = _text(1000)
+    # How the agent chose it: "default" when the notebook names no kernel (run on its language's).
+    chosen = serializers.ChoiceField(choices=["node", "notebook", "default"], required=False)
 
 
 class EnvironmentPayloadSerializer(serializers.Serializer):
