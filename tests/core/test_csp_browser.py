@@ -117,6 +117,11 @@ def test_main_pages_report_no_csp_violation(lab, live_server_url, browser_page):
     ]:
         visit(path, ready)
 
+    # The run page shows the executed notebook rendered, beside the cells (here, under the CSP).
+    page.goto(f"{base}/runs/{lab['run']}/")
+    page.frame_locator("#executed-frame").locator("body", has_text="42").wait_for()
+    assert violations(page) == {}
+
     blocked = [text for text in console if "Content Security Policy" in text and "/render" not in text]
     assert site_violations == {}
     assert blocked == []
