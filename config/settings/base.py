@@ -210,9 +210,9 @@ SPECTACULAR_SETTINGS = {
         "InputRoleEnum": ["notebook", "data"],
         "RecommendationEnum": "apps.review.models.Recommendation",
     },
-}
     # `<id:…>` (apps.core.converters): an integer a BigAutoField can hold; beyond it, no URL matches.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
+}
 
 # --- sign-in, sign-up, tokens (apps/accounts) ----------------------------------------------------
 # Failed logins (form and auth/token/) counted per username and per address; at the limit both
