@@ -9,6 +9,9 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.core.api import BoundedJSONField
+from apps.core.inputs import MAX_ID, MAX_NUMBER
+
 from . import access
 from .anchors import AnchorCell
 from .models import PublicationVersion, Recommendation, Review, ReviewComment, ReviewMode
@@ -23,12 +26,16 @@ class AuthorSerializer(serializers.Serializer):
 
 class VersionWriteSerializer(serializers.Serializer):
     run = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_ID,
         required=False,
         allow_null=True,
         default=None,
         help_text="The succeeded run whose result to publish (its notebook version is the one published).",
     )
     notebook_version = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_ID,
         required=False,
         allow_null=True,
         default=None,
@@ -41,7 +48,9 @@ class VersionWriteSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
     )
     license = serializers.CharField(max_length=64, help_text="SPDX id, e.g. CC-BY-4.0 (required).")
-    datasets = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    datasets = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, default=list, max_length=100
+    )
     submit_for_review = serializers.BooleanField(
         default=True, help_text="False publishes at once; true keeps it unpublished until an editor accepts it."
     )
@@ -131,11 +140,11 @@ class SubmitSerializer(serializers.Serializer):
 
 
 class RerunSerializer(serializers.Serializer):
-    version = serializers.IntegerField(required=False, allow_null=True, default=None)
+    version = serializers.IntegerField(min_value=1, max_value=MAX_NUMBER, required=False, allow_null=True, default=None)
     rtol = serializers.FloatField(min_value=0, default=1e-9)
     atol = serializers.FloatField(min_value=0, default=0.0)
     repeats = serializers.IntegerField(min_value=1, max_value=10, default=1)
-    requirements = serializers.JSONField(required=False, default=None)
+    requirements = BoundedJSONField(required=False, default=None)
 
 
 def reproduction_evidence(reproduction: Any) -> dict[str, Any]:
@@ -235,13 +244,24 @@ class ReviewSerializer(serializers.Serializer):
 
 class CommentWriteSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=20_000)
-    version = serializers.IntegerField(required=False, allow_null=True, default=None)
+    version = serializers.IntegerField(min_value=1, max_value=MAX_NUMBER, required=False, allow_null=True, default=None)
     cell_id = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    line_start = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
-    line_end = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
-    output_index = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    line_start = serializers.IntegerField(
+        min_value=1, max_value=MAX_NUMBER, required=False, allow_null=True, default=None
+    )
+    line_end = serializers.IntegerField(
+        min_value=1, max_value=MAX_NUMBER, required=False, allow_null=True, default=None
+    )
+    output_index = serializers.IntegerField(
+        min_value=0, max_value=MAX_NUMBER, required=False, allow_null=True, default=None
+    )
     parent = serializers.IntegerField(  # type: ignore[assignment]  # a field named like Field.parent
-        required=False, allow_null=True, default=None, help_text="Reply to this comment's thread."
+        min_value=1,
+        max_value=MAX_ID,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Reply to this comment's thread.",
     )
 
 

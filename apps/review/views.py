@@ -19,6 +19,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST, require_safe
 
 from apps.accounts.request_user import authenticated_user
+from apps.core.inputs import MAX_ID, MAX_NUMBER, parse_int
 from apps.core.uploads import blob_response
 from apps.projects.models import Notebook
 from apps.projects.permissions import CAN_UPLOAD, get_project_for, require_role
@@ -345,13 +346,11 @@ def review_desk(request: HttpRequest, review_id: int) -> HttpResponse:
     return render(request, "review/review.html", _review_context(request, review))
 
 
-def _int_or_none(value: str | None) -> int | None:
+def _int_or_none(value: str | None, *, field: str, maximum: int = MAX_NUMBER) -> int | None:
+    """An optional whole number from the review desk's forms (ASCII digits, within the column)."""
     if value is None or value == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a number.") from None
+    return parse_int(value, field=field, maximum=maximum)
 
 
 def _float(value: str | None, default: float) -> float:
@@ -369,7 +368,7 @@ def _review_action(request: HttpRequest, review: Review) -> None:
     if action in ("accept", "decline"):
         services.review_respond(review=review, user=user, accept=action == "accept")
     elif action == "comment":
-        number = _int_or_none(request.POST.get("version"))
+        number = _int_or_none(request.POST.get("version"), field="version")
         version = review.publication.versions.filter(number=number).first() if number else None
         if number and version is None:
             raise ValidationError(f"This publication has no version {number}.")
@@ -379,15 +378,19 @@ def _review_action(request: HttpRequest, review: Review) -> None:
             body=request.POST.get("body", ""),
             version=version,
             cell_id=request.POST.get("cell_id", ""),
-            line_start=_int_or_none(request.POST.get("line_start")),
-            line_end=_int_or_none(request.POST.get("line_end")),
-            output_index=_int_or_none(request.POST.get("output_index")),
+            line_start=_int_or_none(request.POST.get("line_start"), field="line_start"),
+            line_end=_int_or_none(request.POST.get("line_end"), field="line_end"),
+            output_index=_int_or_none(request.POST.get("output_index"), field="output_index"),
         )
     elif action == "reply":
-        parent = get_object_or_404(ReviewComment, pk=_int_or_none(request.POST.get("parent")), review=review)
+        parent = get_object_or_404(
+            ReviewComment, pk=_int_or_none(request.POST.get("parent"), field="parent", maximum=MAX_ID), review=review
+        )
         services.comment_add(review=review, user=user, body=request.POST.get("body", ""), parent=parent)
     elif action in ("resolve", "reopen"):
-        comment = get_object_or_404(ReviewComment, pk=_int_or_none(request.POST.get("comment")), review=review)
+        comment = get_object_or_404(
+            ReviewComment, pk=_int_or_none(request.POST.get("comment"), field="comment", maximum=MAX_ID), review=review
+        )
         services.comment_set_resolved(comment=comment, user=user, resolved=action == "resolve")
     elif action == "rerun":
         services.review_rerun(
@@ -395,7 +398,7 @@ def _review_action(request: HttpRequest, review: Review) -> None:
             user=user,
             rtol=_float(request.POST.get("rtol"), 1e-9),
             atol=_float(request.POST.get("atol"), 0.0),
-            repeats=_int_or_none(request.POST.get("repeats")) or 1,
+            repeats=_int_or_none(request.POST.get("repeats"), field="repeats") or 1,
         )
         messages.success(request, "Rerun started: the verdict appears here when it settles.")
     elif action == "submit":

@@ -252,3 +252,56 @@ def test_a_run_is_published_by_its_id_alone(private_project, team, client_for):
     listed = client.get(f"/api/v1/projects/{private_project.slug}/notebooks/{version.notebook_id}/versions/").json()
     ids = [v["id"] for v in (listed["results"] if isinstance(listed, dict) else listed)]
     assert version.pk in ids  # the versions API gives the id `notebook_version` takes
+
+
+HUGE = 2**70
+DEEP: list = []
+for _ in range(300):
+    DEEP = [DEEP]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"action": "rerun", "repeats": str(HUGE)},
+        {"action": "rerun", "repeats": "²"},
+        {"action": "comment", "body": "Hm.", "version": str(HUGE)},
+        {"action": "comment", "body": "Hm.", "line_start": str(HUGE)},
+        {"action": "reply", "body": "Hm.", "parent": str(HUGE)},
+        {"action": "resolve", "comment": "٣"},
+    ],
+)
+def test_huge_or_unicode_numbers_on_the_desk_are_400_and_store_nothing(accepted_blind_desk, fields):
+    client, review = accepted_blind_desk
+    response = client.post(f"/reviews/{review.pk}/", fields)
+    assert response.status_code in (400, 404)
+    assert not review.reproductions.exists()
+    assert not review.comments.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("rerun/", {"version": HUGE}),
+        ("rerun/", {"requirements": DEEP}),
+        ("comments/", {"body": "Hm.", "version": HUGE}),
+        ("comments/", {"body": "Hm.", "line_start": HUGE}),
+        ("comments/", {"body": "Hm.", "output_index": HUGE}),
+        ("comments/", {"body": "Hm.", "parent": HUGE}),
+    ],
+)
+def test_huge_numbers_in_the_review_api_are_400(accepted, reviewer, client_for, path, body):
+    response = client_for(reviewer).post(f"/api/v1/reviews/{accepted.pk}/{path}", body, format="json")
+    assert response.status_code == 400
+    assert not accepted.reproductions.exists()
+    assert not accepted.comments.exists()
+
+
+@pytest.mark.parametrize("field", ["run", "notebook_version", "datasets"])
+def test_huge_ids_when_publishing_are_400(private_project, team, client_for, field):
+    value = [HUGE] if field == "datasets" else HUGE
+    body = {"project": private_project.slug, "title": "T", "authors": [{"given": "A", "family": "B"}]}
+    body |= {"license": "CC-BY-4.0", field: value}
+    response = client_for(team["owner"]).post("/api/v1/publications/", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
