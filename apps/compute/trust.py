@@ -123,7 +123,7 @@ def runs_for_node(node: Node) -> Q:
     member = Exists(Membership.objects.filter(project=OuterRef("project"), user_id=owner))
     writer = Exists(Membership.objects.filter(project=OuterRef("project"), user_id=owner, role__in=WRITER_ROLES))
     if is_staff_shared(node):
-        return Q(independent=False) | ~member
+        return Q(independent=False) | Q(~member)
     own_independent = Q(independent=True, created_by_id=owner) & ~member
     project_run = Q(independent=False) & writer & (Q(created_by_id=owner) | Q(project__in=node.projects.all()))
     return own_independent | project_run
