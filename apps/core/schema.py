@@ -5,7 +5,8 @@ Every error is `{"detail": "what is wrong", ...}` (apps.core.exceptions); a 400 
 fields adds one key per field beside the summary. `AutoSchema` adds the errors any operation
 of its kind can answer (401 for a wrong credential, 400 where it reads input, 403 where it
 writes, 404 where it names an object or a page); views add what is particular to them with
-`errors(409)`, `errors(413)`, `errors(429)` in their `extend_schema(responses=...)`."""
+`errors(409)`, `errors(413)`, `errors(429)` in their `extend_schema(responses=...)`. Error
+answers declared without a body (or as a free-form `dict`) are documented in the shared shape."""
 
 from http import HTTPStatus
 from typing import Any
@@ -23,6 +24,7 @@ ERROR_DESCRIPTIONS = {
     413: "The upload is larger than allowed.",
     415: "The body's media type is not one this operation reads.",
     429: "Too many requests: wait and retry.",
+    503: "The database is unreachable for now: retry after the Retry-After seconds.",
 }
 
 
@@ -70,8 +72,9 @@ class AutoSchema(openapi.AutoSchema):
 
     def _common_error_codes(self, operation: dict[str, Any]) -> set[int]:
         parameters = operation.get("parameters", [])
-        # Any credential can be wrong or revoked, and anonymous writes need one.
-        codes = {401}
+        # Any credential can be wrong or revoked, and anonymous writes need one; any request can
+        # meet a database outage (apps.core.middleware answers 503 with Retry-After).
+        codes = {401, 503}
         if "requestBody" in operation or any(p["in"] in ("query", "header") for p in parameters):
             codes.add(400)
         if self.method in UNSAFE_METHODS:
