@@ -5,6 +5,10 @@ real credential, a bounded number of examples, and the checks that matter: no se
 a documented status code, content type and headers, and a body that conforms to the schema.
 Half of the examples point their path parameters (and the ids and slugs in their bodies) at
 real objects of a small world (tests/api/world.py), so the fuzzer gets past the 404s.
+Each operation is called with the credential its security names: the owner's personal token,
+the reviewer's for /reviews/, the node token for agent/hello and the live run's run token for
+the agent's run endpoints (so those reach their lease checks, not only 401). Both positive and
+negative (schema-violating) cases are generated; a negative case must get a documented 4xx.
 
 The world is built once for the module inside one transaction; each operation's test runs in
 a savepoint of it (pytest-django's `db`), so what one operation deletes or changes does not
