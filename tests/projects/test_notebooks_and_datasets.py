@@ -597,7 +597,9 @@ def test_api_docs_page_loads_assets_from_the_sidecar_not_a_cdn(api, db):
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
     for asset in assets:
-        assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
+        if asset.startswith("/api/docs/?"):
+            continue  # the page's own init script, a file of its own for the site's CSP
+        assert asset.startswith(("/static/drf_spectacular_sidecar/", "/static/css/")), asset
         assert finders.find(asset.removeprefix("/static/")), asset
 
 
@@ -607,5 +609,6 @@ def test_api_docs_assets_are_served(api, db):
     for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
         response = api.get(asset)
         assert response.status_code == 200, asset
-        b"".join(response.streaming_content)
+        if response.streaming:  # static files; the init script is an ordinary response
+            b"".join(response.streaming_content)
         response.close()
