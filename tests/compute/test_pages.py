@@ -468,7 +468,9 @@ def executed_notebook() -> bytes:
 
 def finish_with_output(run: Run, output: bytes) -> Run:
     """Claim the run on a node of its project's owner and complete it with `output`, as an agent would."""
-    node = services.node_register(owner=run.project.created_by, name="n-out", projects=[run.project]).node
+    owner = run.project.created_by
+    assert owner is not None
+    node = services.node_register(owner=owner, name="n-out", projects=[run.project]).node
     services.node_seen(node=node)
     claim = services.run_claim(node=node)
     assert claim is not None
