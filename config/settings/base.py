@@ -53,7 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",  # site pages' CSP; a response that sets its own keeps it
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.core.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable (see apps/core/middleware.py)
     "apps.core.middleware.RequestSizeLimitMiddleware",
     "apps.core.middleware.DatabaseUnavailableMiddleware",  # 503 + Retry-After when the database is down
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -57,24 +57,20 @@ def private_redis() -> Iterator[PrivateRedis]:
         server.kill()
 
 
+# The host options of config/settings/base.py, for runs of the suite without Redis configured.
+SITE_HOST_OPTIONS = {"max_connections": 50, "timeout": 10.0, "socket_connect_timeout": 5, "socket_timeout": 15}
+
+
 @pytest.fixture
 def layer_on_private_redis(settings, private_redis: PrivateRedis) -> PrivateRedis:
-    """The site's channel layer (the production class and host options) on the private Redis."""
+    """The site's channel layer (its class and host options) on the private Redis."""
+    configured = settings.CHANNEL_LAYERS["default"]
+    hosts = configured.get("CONFIG", {}).get("hosts") or [SITE_HOST_OPTIONS]
+    options = {**hosts[0], "address": private_redis.url}
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "apps.core.channel_layers.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [
-                    {
-                        "address": private_redis.url,
-                        "max_connections": 10,
-                        "timeout": 2,
-                        "socket_connect_timeout": 2,
-                        "socket_timeout": 15,
-                    }
-                ],
-                "prefix": "faults",
-            },
+            "CONFIG": {"hosts": [options], "prefix": "faults"},
         }
     }  # assigning the setting drops the cached layer instance
     return private_redis
