@@ -412,7 +412,22 @@ def locked_with_lease(run_id: int, lease_id: str) -> Run:
         raise StaleLease(f"Run {run_id} is not held under lease {lease_id} (it is {run.state}).")
     if run.lease_expires_at is None or run.lease_expires_at <= timezone.now():
         raise StaleLease(f"The lease on run {run_id} expired.")
+    if not _node_still_trusted(run):
+        raise StaleLease(f"Run {run_id}'s node may no longer hold it (revoked, or no longer trusted by the project).")
     return run
+
+
+def _node_still_trusted(run: Run) -> bool:
+    """A lease is only as good as the trust it was granted under: a node revoked, or whose owner
+    left the project or lost staff, may not renew, report or complete the run it holds."""
+    if run.node_id is None:
+        return False
+    nodes = Node.objects.filter(pk=run.node_id, revoked_at__isnull=True, owner__is_active=True)
+    held = nodes.select_related("owner").prefetch_related("projects").first()
+    if held is None:
+        return False
+    crew = trust.crews({run.project_id}, {held.owner_id})[run.project_id]
+    return trust.may_take(trust.run_facts(run), trust.node_facts(held), crew)
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,31 @@ def test_the_attack_of_issue_9_gets_nothing_through_the_api(client_for, outsider
     run.refresh_from_db()
     assert run.state == "queued"
     assert run.node is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("change", ["revoke", "remove_member", "unstaff"])
+def test_a_node_that_loses_trust_cannot_renew_or_complete_the_run_it_holds(change):
+    author, labmate = make_user("ada"), make_user("lars", staff=True)
+    project = make_project(author, slug="lab", visibility="private", members={labmate: Role.MEMBER})
+    run = services.run_submit(project=project, user=author, notebook_version=upload_notebook(project, author).version)
+    box = services.node_register(
+        owner=labmate, name="box", projects=[] if change == "unstaff" else [project], shared=change == "unstaff"
+    ).node
+    services.node_seen(node=box)
+    claim = services.run_claim(node=box)
+    assert claim is not None
+    assert claim.run.pk == run.pk
+    services.run_heartbeat(run=run, lease_id=claim.lease_id)  # trusted: renews
+    if change == "revoke":
+        services.node_revoke(node=box)
+    elif change == "remove_member":
+        Membership.objects.filter(project=project, user=labmate).delete()
+    else:
+        User.objects.filter(pk=labmate.pk).update(is_staff=False)
+    with pytest.raises(services.StaleLease, match="no longer"):
+        services.run_heartbeat(run=run, lease_id=claim.lease_id)
+    with pytest.raises(services.StaleLease):
+        services.run_complete(run=run, lease_id=claim.lease_id, state="failed")
+    run.refresh_from_db()
+    assert not run.is_final
