@@ -91,8 +91,14 @@ def _authenticate(raw: str | None) -> Node | None:
 
 @database_sync_to_async
 def _try_claim(node: Node, request: HttpRequest) -> dict[str, Any] | None:
-    services.node_seen(node=node)
-    claim = services.run_claim(node=node)
+    # Read afresh at every try of the long poll: a node revoked, or an owner who lost staff or was
+    # deactivated while it waited, must not claim on the trust it had when the poll began.
+    current = Node.objects.filter(pk=node.pk, revoked_at__isnull=True, owner__is_active=True)
+    fresh = current.select_related("owner").first()
+    if fresh is None:
+        return None
+    services.node_seen(node=fresh)
+    claim = services.run_claim(node=fresh)
     return claim_payload(claim, request) if claim else None
 
 

@@ -290,3 +290,20 @@ def test_a_node_that_loses_trust_cannot_renew_or_complete_the_run_it_holds(chang
         services.run_complete(run=run, lease_id=claim.lease_id, state="failed")
     run.refresh_from_db()
     assert not run.is_final
+
+
+@pytest.mark.django_db
+def test_a_claim_long_poll_does_not_claim_on_trust_lost_while_it_waited(monkeypatch, rf):
+    """The poll authenticates once, then tries again and again: each try reads the node afresh."""
+    from asgiref.sync import async_to_sync
+
+    from apps.compute import agent_views
+
+    monkeypatch.setattr("channels.db.close_old_connections", lambda: None)  # keep the test's connection
+    author = make_user("ada")
+    project = make_project(author, slug="lab", visibility="private")
+    waiting = services.node_register(owner=author, name="box").node  # as authenticated at the poll's start
+    services.node_revoke(node=Node.objects.get(pk=waiting.pk))
+    services.run_submit(project=project, user=author, notebook_version=upload_notebook(project, author).version)
+    assert async_to_sync(agent_views._try_claim)(waiting, rf.post("/api/v1/agent/claim/")) is None
+    assert not Run.objects.exclude(node=None).exists()
