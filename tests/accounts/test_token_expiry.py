@@ -5,34 +5,16 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.test import Client
 from django.utils import timezone
-from rest_framework.test import APIClient
 
-from apps.accounts.models import PERSONAL_TOKEN_MAX_DAYS, ApiToken, User
+from apps.accounts.models import PERSONAL_TOKEN_MAX_DAYS, ApiToken
 from apps.accounts.services import api_token_create, api_token_revoke
 
-from ..factories import PASSWORD, make_token, make_user
+from ..factories import PASSWORD, make_token
+from .clients import bearer, logged_in
 
 TOKEN_URL = "/api/v1/auth/token/"
 TOKENS_URL = "/api/v1/tokens/"
-
-
-@pytest.fixture
-def alice(db) -> User:
-    return make_user("alice")
-
-
-def bearer(raw: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
-
-
-def logged_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def later(days: float):

@@ -5,40 +5,18 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import SESSION_KEY
-from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.accounts.models import ApiToken, User
 from apps.accounts.services import api_token_create
 
-from ..factories import PASSWORD, make_token, make_user
+from ..factories import PASSWORD, make_token
+from .clients import bearer, logged_in
 
 TOKEN_URL = "/api/v1/auth/token/"
 TOKENS_URL = "/api/v1/tokens/"
 STRONG_PASSWORD = "lichen-orbit-4711-quartz"
-
-
-@pytest.fixture
-def alice(db) -> User:
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(db) -> User:
-    return make_user("bob")
-
-
-def bearer(raw: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
-
-
-def logged_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 # --- POST /api/v1/auth/token/ ---------------------------------------------------------------------

@@ -33,18 +33,6 @@ def notebook(project: Project, owner: User) -> Notebook:
     return upload_notebook(project, owner).notebook
 
 
-@pytest.fixture
-def registered(owner: User) -> services.RegisteredNode:
-    return services.node_register(owner=owner, name="box", max_concurrency=2)
-
-
-@pytest.fixture
-def agent(registered: services.RegisteredNode) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {registered.token}")
-    return client
-
-
 def submit(project: Project, notebook: Notebook, user: User | None = None, **kwargs) -> Run:
     creator = user or project.created_by
     assert creator is not None

@@ -52,18 +52,6 @@ def error_detail(response, status: int, *words: str) -> str:
 
 
 @pytest.fixture
-def registered(owner: User) -> services.RegisteredNode:
-    return services.node_register(owner=owner, name="box", max_concurrency=2)
-
-
-@pytest.fixture
-def agent(registered: services.RegisteredNode) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {registered.token}")
-    return client
-
-
-@pytest.fixture
 def claim(owner: User, private_project: Project, registered: services.RegisteredNode) -> services.Claim:
     version = upload_notebook(private_project, owner).version
     services.run_submit(project=private_project, user=owner, notebook_version=version)
