@@ -13,7 +13,7 @@ from . import __version__
 from .client import Client, Interrupted
 from .probe import probe_capabilities, summarize
 from .runner import DEFAULT_GRACE_SECONDS, Agent
-from .sandbox import LEVELS, Unavailable, detect
+from .sandbox import LEVELS, SANDBOXED, Unavailable, detect
 
 TOKEN_VARIABLES = ("REPROLAB_NODE_TOKEN", "REPROLAB_NODE_TOKEN_FILE")
 
@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--isolation",
-        choices=["auto", *LEVELS],
+        choices=["auto", SANDBOXED, *LEVELS],
         default=os.environ.get("REPROLAB_ISOLATION", "auto"),
-        help="how runs are isolated from this machine: auto (the strongest that works), bwrap, uid, none",
+        help="how runs are isolated from this machine: auto (the strongest that works), sandboxed (bwrap or uid,"
+        " never none), bwrap, uid, none",
     )
     parser.add_argument(
         "--protect",

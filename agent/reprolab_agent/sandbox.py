@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO
 
 LEVELS = ("bwrap", "uid", "none")
+SANDBOXED = "sandboxed"  # `detect`'s choice: bwrap or uid, refusing to run unisolated
 # Run uids (and gids of the same number) handed out one per live run on this machine. They must
 # belong to nobody: any that has a passwd or group entry is skipped.
 RUN_UID_BASE = int(os.environ.get("REPROLAB_RUN_UID_BASE", "60100"))
@@ -510,8 +511,14 @@ def _prepare(level: str, sandbox: Sandbox) -> None:
 
 
 def detect(prefer: str = "auto", *, protect: Iterable[Path | str], work_root: Path) -> Sandbox:
-    """The strongest level that works here (or exactly `prefer`), probed once at start."""
-    order = list(LEVELS) if prefer == "auto" else [prefer]
+    """The strongest level that works here (or exactly `prefer`), probed once at start;
+    `sandboxed` is the strongest of the levels that isolate (never `none`)."""
+    if prefer == "auto":
+        order = list(LEVELS)
+    elif prefer == SANDBOXED:
+        order = [level for level in LEVELS if level != "none"]
+    else:
+        order = [prefer]
     notes: list[str] = []
     for level in order:
         sandbox = Sandbox(level, protect=protect, work_root=work_root)

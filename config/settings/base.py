@@ -258,6 +258,8 @@ REPROLAB_NODE_ACTIVE_SECONDS = env.int("REPROLAB_NODE_ACTIVE_SECONDS", default=1
 REPROLAB_SCHEDULER = env.str("REPROLAB_SCHEDULER", default="load_balanced")
 REPROLAB_CLAIM_MAX_WAIT_SECONDS = env.int("REPROLAB_CLAIM_MAX_WAIT_SECONDS", default=30)
 REPROLAB_SWEEP_SECONDS = env.float("REPROLAB_SWEEP_SECONDS", default=15.0)
+# How `make run`'s local node isolates runs (reprolab-agent --isolation): sandboxed = bwrap or uid.
+REPROLAB_LOCAL_NODE_ISOLATION = env.str("REPROLAB_LOCAL_NODE_ISOLATION", default="sandboxed")
 REPROLAB_OUTPUT_MAX_BYTES = env.int("REPROLAB_OUTPUT_MAX_BYTES", default=200 * 1024 * 1024)
 # Files a notebook writes into its working directory, kept as the run's artifacts.
 REPROLAB_ARTIFACT_MAX_BYTES = env.int("REPROLAB_ARTIFACT_MAX_BYTES", default=1024 * 1024 * 1024)

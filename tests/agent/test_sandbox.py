@@ -449,3 +449,25 @@ def test_the_agent_refuses_to_read_a_link_in_a_runs_folder(tmp_path):
     with pytest.raises(OSError, match=r"symbolic links|Too many levels"):  # ELOOP from O_NOFOLLOW
         read_regular(tmp_path / "_output.ipynb")
     assert read_regular(secret) == b"SECRET_KEY = 'x'"
+
+
+def test_sandboxed_never_falls_back_to_no_isolation(site, monkeypatch):
+    """`--isolation sandboxed` (what make run's shared local node asks for) takes bwrap or uid, and
+    refuses to start where neither works rather than run everyone's notebooks unisolated."""
+
+    def unavailable(level: str, sandbox) -> None:
+        if level != "none":
+            raise Unavailable(f"{level} does not work here")
+
+    monkeypatch.setattr("reprolab_agent.sandbox._prepare", unavailable)
+    work = site / "var" / "local-node" / "work"
+    assert detect("auto", protect=[site], work_root=work).level == "none"
+    with pytest.raises(Unavailable, match="bwrap: bwrap does not work here; uid: uid does not work here"):
+        detect("sandboxed", protect=[site], work_root=work)
+
+
+def test_make_runs_local_node_asks_for_a_sandbox(settings):
+    from apps.compute.management.commands.run_embedded import Command
+
+    argv = Command().agent_command(8000, 1)
+    assert argv[argv.index("--isolation") + 1] == settings.REPROLAB_LOCAL_NODE_ISOLATION == "sandboxed"

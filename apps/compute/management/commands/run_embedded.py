@@ -233,6 +233,11 @@ class Command(BaseCommand):
             # The runs are anyone's notebooks: they must never reach the site's files (code,
             # settings, database, media), wherever those live. The agent sandboxes its runs.
             *(arg for path in site_paths() for arg in ("--protect", str(path))),
+            # The local node is shared: with no sandbox here it would hand every user the site's
+            # database, so it refuses to start rather than fall back to `none`, unless the operator
+            # says otherwise (a single-user machine: REPROLAB_LOCAL_NODE_ISOLATION=none).
+            "--isolation",
+            settings.REPROLAB_LOCAL_NODE_ISOLATION,
         ]
 
     def wait_for_server(self, server: Child, port: int) -> None:
