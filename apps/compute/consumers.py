@@ -19,10 +19,10 @@ class RunEventsConsumer(AuthorizedGroupConsumer):
         return run_group(run_id) if await self._visible(run_id) else None
 
     async def _visible(self, run_id: int) -> bool:
-        # A read on its own connection in the pool of worker threads, not the single database
-        # thread every session lookup also queues on (200 handshakes on a loaded 2-core machine:
-        # 13 s instead of 23 s).
-        return await database_sync_to_async(self._visible_sync, thread_sensitive=False)(run_id)
+        # On the database thread, like every other read: a read on a pool thread of its own was
+        # faster under a burst of handshakes, but saw a different connection from the request's
+        # (and so not the test database's open transaction).
+        return await database_sync_to_async(self._visible_sync)(run_id)
 
     def _visible_sync(self, run_id: int) -> bool:
         return runs_visible_to(self.scope.get("user")).filter(pk=run_id).exists()
