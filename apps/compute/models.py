@@ -86,6 +86,9 @@ class Run(models.Model):
     state = models.CharField(max_length=10, choices=RunState.choices, default=RunState.QUEUED, db_index=True)
     attempt = models.PositiveSmallIntegerField(default=1)
     max_attempts = models.PositiveSmallIntegerField(default=3)
+    # Attempts handed back for free (an agent's shutdown): bounded, or a node could keep a run
+    # forever by claiming and releasing it (REPROLAB_MAX_FREE_RELEASES).
+    free_releases = models.PositiveSmallIntegerField(default=0)
     node = models.ForeignKey(Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     lease_id = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -597,13 +597,19 @@ def run_release(*, run: Run, lease_id: str, reason: str, detail: str = "") -> Ru
     and the run is requeued at once instead of waiting for its lease to run out. A `shutdown`
     release costs no attempt (attempt and max_attempts both grow by one); an `infrastructure`
     one does, and after max_attempts the run is lost with the reason. A run with a pending
-    cancel ends cancelled."""
+    cancel ends cancelled. Past REPROLAB_MAX_FREE_RELEASES free releases, a shutdown is charged
+    like an infrastructure release."""
     if reason not in RELEASE_REASONS:
         raise ValidationError({"reason": f"reason must be one of {', '.join(RELEASE_REASONS)}."})
     detail = detail.strip()[:2000]
     with transaction.atomic():
         run = locked_with_lease(run.pk, lease_id)
         why = RELEASE_REASONS[reason] + (f" ({detail})" if detail else "")
+        if reason == RELEASE_SHUTDOWN and run.free_releases >= settings.REPROLAB_MAX_FREE_RELEASES:
+            reason = RELEASE_INFRASTRUCTURE
+            why += f"; charged as an attempt after {run.free_releases} free releases"
+        elif reason == RELEASE_SHUTDOWN:
+            run.free_releases += 1
         if run.cancel_requested:
             _finish(run, RunState.CANCELLED, f"Cancelled; {why}.")
         elif reason == RELEASE_INFRASTRUCTURE and run.attempt >= run.max_attempts:

@@ -80,3 +80,21 @@ class AuthorizedGroupConsumer(AsyncJsonWebsocketConsumer):
             CHANNEL_LAYER.failed(error, action="leave a live-event group")
         finally:
             self.group_name = None
+
+
+class DatabaseOutageGuard:
+    """Outermost WebSocket middleware: the session and user lookups of AuthMiddlewareStack run
+    before any consumer, so a database outage there would escape to the server (a 500 and a
+    traceback per handshake). Here it is refused like the consumer's own outage, with
+    TRY_AGAIN_LATER_CLOSE_CODE, and logged once per outage."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        except DATABASE_DOWN_ERRORS as error:
+            DATABASE.failed(error, action="look up a live-event socket's session")
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await send({"type": "websocket.close", "code": TRY_AGAIN_LATER_CLOSE_CODE})

@@ -1,12 +1,9 @@
 """Celery tasks: thin adapters that take ids and call services."""
 
-import logging
-
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 
-logger = logging.getLogger(__name__)
+from apps.core.queueing import enqueue_on_commit
 
 
 @shared_task(name="projects.prerender_notebook_version", time_limit=120, soft_time_limit=100)
@@ -25,13 +22,5 @@ def enqueue_prerender(version_id: int) -> None:
     """Queue a pre-render after commit, when a worker exists (REPROLAB_PRERENDER).
 
     A broker outage must not fail the upload: the page renders on first view anyway."""
-    if not settings.REPROLAB_PRERENDER:
-        return
-
-    def send() -> None:
-        try:
-            prerender_notebook_version.delay(version_id)
-        except Exception:
-            logger.warning("Could not queue the pre-render of version %s", version_id, exc_info=True)
-
-    transaction.on_commit(send)
+    if settings.REPROLAB_PRERENDER:
+        enqueue_on_commit(prerender_notebook_version, version_id)

@@ -1,7 +1,6 @@
 """Environment snapshots and reproduction checks."""
 
 import json
-import logging
 import math
 from typing import Any
 
@@ -14,13 +13,12 @@ from apps.accounts.models import User
 from apps.compute import services as compute
 from apps.compute.models import Run, RunState
 from apps.compute.selectors import final_artifacts
+from apps.core.queueing import enqueue
 
 from .compare import DIFFERENT, WITHIN, ArtifactFile, Tolerance, compare_artifacts, compare_runs
 from .diff import environment_diff, fingerprint
 from .models import EnvironmentSnapshot, Reproduction, Verdict
 from .signals import reproduction_settled
-
-logger = logging.getLogger(__name__)
 
 MAX_REPEATS = 10
 
@@ -156,9 +154,8 @@ def pending_reproductions_for(run_id: int) -> list[int]:
 
 
 def queue_report(run_id: int) -> None:
+    """Queue the run's report; a broker outage is logged once and the beat reconciler
+    (build_missing_reports) builds it later."""
     from .tasks import build_run_report
 
-    try:
-        build_run_report.delay(run_id)
-    except Exception:
-        logger.warning("Could not queue the report of run %s", run_id, exc_info=True)
+    enqueue(build_run_report, run_id)

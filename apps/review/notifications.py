@@ -4,16 +4,12 @@ and `emailed_at` empty, for the beat sweep to resend)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 
-from django.db import transaction
-
 from apps.accounts.models import User
+from apps.core.queueing import enqueue_on_commit
 
 from .models import Notification
-
-logger = logging.getLogger(__name__)
 
 
 def notify(
@@ -31,13 +27,7 @@ def notify(
     created = Notification.objects.bulk_create(rows)
     ids = [n.pk for n in created if n.pk is not None]
     if ids:
-        transaction.on_commit(lambda: _queue_emails(ids))
+        from .tasks import send_notification_emails
 
-
-def _queue_emails(ids: list[int]) -> None:
-    from .tasks import send_notification_emails
-
-    try:
-        send_notification_emails.delay(ids)
-    except Exception:  # the broker is down: the beat sweep sends them later
-        logger.warning("Could not queue notification e-mails %s", ids, exc_info=True)
+        # A broker outage loses nothing: the beat sweep sends them later.
+        enqueue_on_commit(send_notification_emails, ids)

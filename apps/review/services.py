@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.compute.models import Run, RunState
 from apps.core.licenses import spdx_license_id
+from apps.core.queueing import enqueue_on_commit
 from apps.core.secrets import hash_secret, new_secret
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 from apps.projects.permissions import CAN_UPLOAD, EDITOR_ROLES, require_role
@@ -35,8 +35,6 @@ from .models import (
     VersionStatus,
 )
 from .notifications import notify
-
-logger = logging.getLogger(__name__)
 
 MAX_KEYWORDS = 20
 MAX_AUTHORS = 100
@@ -363,18 +361,11 @@ def _invite_address(publication: Publication, inviter: User, address: str) -> Re
     elif review.state != ReviewState.INVITED:  # declined through an earlier link: invite again
         review.state, review.invited_by, review.responded_at = ReviewState.INVITED, inviter, None
         review.save(update_fields=["state", "invited_by", "responded_at"])
-    review_id = review.pk
-    transaction.on_commit(lambda: _queue_invitation_email(review_id))
-    return review
-
-
-def _queue_invitation_email(review_id: int) -> None:
     from .tasks import send_reviewer_invitation
 
-    try:
-        send_reviewer_invitation.delay(review_id)
-    except Exception:  # the broker is down: the beat sweep sends it (review.send_pending_emails)
-        logger.warning("Could not queue the invitation e-mail of review %s", review_id, exc_info=True)
+    # A broker outage loses nothing: the beat sweep (review.send_pending_emails) sends it later.
+    enqueue_on_commit(send_reviewer_invitation, review.pk)
+    return review
 
 
 def invitation_issue_token(review: Review) -> str:

@@ -252,6 +252,9 @@ REPROLAB_RENDERS_PER_MINUTE = env.int("REPROLAB_RENDERS_PER_MINUTE", default=30)
 REPROLAB_LEASE_SECONDS = env.int("REPROLAB_LEASE_SECONDS", default=120)
 REPROLAB_HEARTBEAT_SECONDS = env.int("REPROLAB_HEARTBEAT_SECONDS", default=20)
 REPROLAB_MAX_ATTEMPTS = env.int("REPROLAB_MAX_ATTEMPTS", default=3)
+# Shutdown releases a run may have without costing an attempt; later ones are charged like a
+# failure of the node, so a node that claims and releases a run in a loop cannot keep it forever.
+REPROLAB_MAX_FREE_RELEASES = env.int("REPROLAB_MAX_FREE_RELEASES", default=10)
 # A node not heard from (claim polls, heartbeats) for this long is left out of scheduling: a dead
 # node must not keep being assigned runs it will never claim. Polling agents check in every few s.
 REPROLAB_NODE_ACTIVE_SECONDS = env.int("REPROLAB_NODE_ACTIVE_SECONDS", default=15)

@@ -107,6 +107,30 @@ def test_shutdowns_never_make_a_run_lost(project, version, node, settings):
     assert run.max_attempts - run.attempt == settings.REPROLAB_MAX_ATTEMPTS - 1  # the budget is untouched
 
 
+def test_a_node_cannot_keep_a_run_forever_by_releasing_it_in_a_loop(project, version, node, settings):
+    """Free shutdown releases are bounded; past the cap each one costs an attempt, so a node
+    that claims and releases in a loop ends with the run lost, not held for ever."""
+    settings.REPROLAB_MAX_FREE_RELEASES = 2
+    run = submit(project, version)
+    for _ in range(2):
+        assert release(claim(node)).json()["max_attempts"] == run.max_attempts + _ + 1
+    run.refresh_from_db()
+    assert (run.attempt, run.max_attempts, run.free_releases) == (3, 5, 2)
+
+    answers = [release(claim(node)).json() for _ in range(2)]
+
+    assert [a["state"] for a in answers] == ["queued", "queued"]
+    assert [a["max_attempts"] for a in answers] == [5, 5]  # charged now
+    event = run.events.last()
+    assert event is not None
+    assert event.payload["released"] == "infrastructure"
+    assert "charged as an attempt after 2 free releases" in event.payload["reason"]
+    assert release(claim(node)).json()["state"] == "lost"
+    run.refresh_from_db()
+    assert run.state == RunState.LOST
+    assert "Gave up after 5 attempts" in run.error
+
+
 def test_an_infrastructure_release_costs_an_attempt(project, version, node):
     run = submit(project, version)
     response = release(

@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test import Client
 
+from apps.core.consumers import TRY_AGAIN_LATER_CLOSE_CODE
+from config.asgi import application  # at import: django.setup() there reconfigures logging (caplog)
 from tests.integration.servers import free_port
 
 
@@ -91,3 +95,30 @@ def test_the_outage_is_logged_once_and_the_database_comes_back(transactional_db,
     back = [r.getMessage() for r in caplog.records if r.name == "apps.core.outages" and r.levelno >= logging.WARNING]
     assert len(back) == 1
     assert back[0].startswith("Database back")
+
+
+def test_a_websocket_handshake_during_the_outage_is_closed_for_a_retry_not_a_500(unreachable, caplog):
+    """The session lookup runs in channels' AuthMiddleware, before any consumer: its database
+    error must still end as a clean close the client retries, logged once."""
+
+    async def handshake() -> tuple[bool, object]:
+        communicator = WebsocketCommunicator(
+            application,
+            "/ws/runs/1/",
+            headers=[
+                (b"host", b"127.0.0.1"),
+                (b"origin", b"http://127.0.0.1"),
+                (b"cookie", b"sessionid=0123456789abcdefghijklmnopqrstuv"),  # any key: the lookup queries
+            ],
+        )
+        connected, code = await communicator.connect(timeout=5)
+        await communicator.wait(timeout=5)  # the application ended; it did not raise
+        return connected, code
+
+    with unreachable():
+        results = [async_to_sync(handshake)() for _ in range(3)]
+
+    assert results == [(False, TRY_AGAIN_LATER_CLOSE_CODE)] * 3
+    outage = [r.getMessage() for r in caplog.records if r.name == "apps.core.outages"]
+    assert len(outage) == 1
+    assert "session" in outage[0]

@@ -123,6 +123,38 @@ def test_a_refused_enqueue_is_logged_once_per_broker_outage(monkeypatch, caplog)
     assert [m.lower().startswith("celery broker back") for m in warnings_from(caplog)] == [True]
 
 
+@pytest.mark.django_db
+def test_every_enqueue_of_the_site_logs_a_broker_outage_once(
+    monkeypatch, caplog, settings, django_capture_on_commit_callbacks
+):
+    """Pre-renders, reports, invitation and notification e-mails: each path that queues a task
+    goes through apps.core.queueing, so a broker outage is one warning, not a traceback per call."""
+    from apps.projects.tasks import enqueue_prerender, prerender_notebook_version
+    from apps.reproducibility.services import queue_report
+    from apps.review.notifications import notify
+    from apps.review.tasks import send_notification_emails, send_reviewer_invitation
+
+    def broker_down(*args):
+        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    tasks = (prerender_notebook_version, build_run_report, send_notification_emails, send_reviewer_invitation)
+    for task in tasks:
+        monkeypatch.setattr(task, "delay", broker_down)
+    settings.REPROLAB_PRERENDER = True
+    people = [make_user(f"reader{i}") for i in range(3)]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        for n in range(3):
+            enqueue_prerender(n + 1)
+            queue_report(n + 1)
+            notify(people, kind="test", message=lambda user: "hello", url="/", actor=None)
+            queueing.enqueue_on_commit(send_reviewer_invitation, n + 1)
+    assert len(callbacks) == 9  # three after-commit enqueues per round: nothing was sent early
+    outage = warnings_from(caplog)
+    assert len(outage) == 1, outage
+    assert "Celery broker unavailable" in outage[0]
+    assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.WARNING)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_live_socket_is_closed_for_a_reconnect_when_redis_drops(layer_on_private_redis, caplog):
     owner = make_user("viewer")
