@@ -9,10 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, protocol
+from .agent import DEFAULT_GRACE_SECONDS, Agent
 from .client import Client, Interrupted
-from .probe import probe_capabilities, summarize
-from .runner import DEFAULT_GRACE_SECONDS, Agent
+from .gpus import GpuSampler, GpuSlots
+from .limits import Limits, default_limits
+from .pool import TemplateFailed, WarmPool
+from .probe import _memory_total_mb, probe_capabilities, summarize
 from .sandbox import LEVELS, SANDBOXED, Unavailable, detect
 
 TOKEN_VARIABLES = ("REPROLAB_NODE_TOKEN", "REPROLAB_NODE_TOKEN_FILE")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         help="on SIGTERM or SIGINT, how long runs in flight may finish before they are released"
         " (requeued at once, costing no attempt); a second signal releases them now",
     )
+    add_run_options(parser)
     parser.add_argument("--version", action="version", version=f"reprolab-agent {__version__}")
     args = parser.parse_args(argv)
     args.token = take_token(args.token, args.token_file)
@@ -122,7 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.warning if sandbox.level == "none" else logging.info
     log("isolation %s", sandbox.describe)
 
+    # One number per GPU everywhere (probe, NVML, runs): PCI bus order, set before CUDA starts here.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     capabilities = probe_capabilities()
+    limits = run_limits(args)
+    pool = WarmPool(
+        sandbox, work_root=args.work_dir, limits=limits, concurrency=args.concurrency, spare=args.warm_spare
+    )
+    try:
+        pool.start()
+    except TemplateFailed as error:
+        parser.exit(2, f"reprolab-agent: {error}\n")
     agent = Agent(
         Client(args.server, args.token),
         concurrency=args.concurrency,
@@ -130,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         cache_root=args.cache_dir,
         wait=args.wait,
         grace=args.grace_seconds,
+        pool=pool,
+        network=args.allow_network,
+        gpus=GpuSlots(capabilities.get("gpus") or [], sharing=args.gpu_sharing),
+        gpu_sampler=GpuSampler(),
     )
-    agent.executor.sandbox = sandbox
 
     def stop(signum: int, frame: object) -> None:
         # Like a CI runner: the first signal stops claiming and lets the runs in flight finish
@@ -146,10 +163,66 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    capabilities |= {
+        protocol.CAP_CONCURRENCY: args.concurrency,
+        protocol.CAP_ISOLATION: sandbox.level,
+        protocol.CAP_NETWORK: args.allow_network,
+        protocol.CAP_GPU_SHARING: args.gpu_sharing,
+        protocol.CAP_WARM_KERNELS: pool.warm_kernels,
+        protocol.CAP_LIMITS: limits.as_capability(),
+    }
     try:
-        hello = agent.hello(capabilities | {"concurrency": args.concurrency, "isolation": sandbox.level})
-    except Interrupted:
-        return 0  # stopped before the site ever answered
-    logging.info("node %s on %s: %s", hello.get("node"), args.server, summarize(capabilities))
-    agent.serve(max_runs=args.max_runs)
+        try:
+            hello = agent.hello(capabilities)
+        except Interrupted:
+            return 0  # stopped before the site ever answered
+        logging.info("node %s on %s: %s", hello.get("node"), args.server, summarize(capabilities))
+        agent.serve(max_runs=args.max_runs)
+    finally:
+        pool.close()
     return 0
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What runs on this node may do and use (each also from an environment variable)."""
+
+    def number(name: str) -> int | None:
+        value = os.environ.get(name, "")
+        return int(value) if value else None
+
+    parser.add_argument(
+        "--allow-network",
+        action="store_true",
+        default=os.environ.get("REPROLAB_ALLOW_NETWORK", "") in ("1", "true", "yes"),
+        help="runs that ask for the network (requirements.network) get it; others never do",
+    )
+    parser.add_argument(
+        "--gpu-sharing",
+        action="store_true",
+        default=os.environ.get("REPROLAB_GPU_SHARING", "") in ("1", "true", "yes"),
+        help="let several runs use one GPU (otherwise each GPU belongs to one run at a time)",
+    )
+    parser.add_argument(
+        "--warm-spare",
+        type=int,
+        default=number("REPROLAB_WARM_SPARE") if number("REPROLAB_WARM_SPARE") is not None else 1,
+        help="ready kernels kept beyond one per free run slot",
+    )
+    limits = [
+        ("--memory-limit", "memory_mb", "REPROLAB_RUN_MEMORY_MB", "MiB of memory a run may use (default: 3/4 of RAM)"),
+        ("--cpu-limit", "cpu_seconds", "REPROLAB_RUN_CPU_SECONDS", "CPU seconds a run may use (default: none)"),
+        ("--process-limit", "processes", "REPROLAB_RUN_PROCESSES", "processes a run may have (default: 512)"),
+        ("--output-limit", "output_mb", "REPROLAB_RUN_OUTPUT_MB", "MiB a run may print or display (default: 64)"),
+        ("--workdir-limit", "workdir_mb", "REPROLAB_RUN_WORKDIR_MB", "MiB a run may write (default: 10240)"),
+    ]
+    for flag, dest, variable, text in limits:
+        parser.add_argument(flag, dest=dest, type=int, default=number(variable), help=f"{text}; 0: no limit")
+
+
+def run_limits(args: argparse.Namespace) -> Limits:
+    """The limits the options give, the defaults for those they do not."""
+    defaults = default_limits(_memory_total_mb())
+    given = {name: getattr(args, name) for name in defaults.to_json() if getattr(args, name, None) is not None}
+    if any(value < 0 for value in given.values()):
+        raise SystemExit("reprolab-agent: limits are 0 (none) or positive")
+    return Limits(**{**defaults.to_json(), **given})

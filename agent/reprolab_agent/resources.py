@@ -1,4 +1,4 @@
-"""Resource use of a run's processes (the papermill child and its kernel), read from /proc.
+"""Resource use of a run's processes (its kernel and what the kernel started), read from /proc.
 
 Linux only; elsewhere `sample_session` returns None and no resource events are sent.
 """
@@ -18,13 +18,28 @@ class Sample:
     processes: int
     rss_bytes: int
     cpu_seconds: float
+    # Proportional set size: shared pages split between the processes that share them. Forked
+    # processes (a kernel and its forks) share most of their pages, which RSS counts once each.
+    pss_bytes: int | None = None
 
 
-def sample_session(session_id: int, proc: Path = Path("/proc")) -> Sample | None:
-    """Sum memory and CPU time over every process in a session (the run's own session)."""
+def _pss(entry: Path) -> int | None:
+    try:
+        for line in (entry / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def sample_session(session_id: int, proc: Path = Path("/proc"), *, pss: bool = False) -> Sample | None:
+    """Sum memory and CPU time over every process in a session (the run's own session); with
+    `pss`, the proportional set size too (dearer to read)."""
     if not proc.is_dir():
         return None
     processes, rss, ticks = 0, 0, 0
+    proportional: int | None = 0 if pss else None
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -35,11 +50,15 @@ def sample_session(session_id: int, proc: Path = Path("/proc")) -> Sample | None
             if int(fields[3]) != session_id:  # field 6 of stat: session id
                 continue
             ticks += int(fields[11]) + int(fields[12])  # utime + stime
-            rss += int((entry / "statm").read_text().split()[1]) * PAGE_SIZE
+            resident = int((entry / "statm").read_text().split()[1]) * PAGE_SIZE
+            rss += resident
             processes += 1
+            if proportional is not None:
+                share = _pss(entry)
+                proportional += resident if share is None else share
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
-    return Sample(processes=processes, rss_bytes=rss, cpu_seconds=ticks / CLOCK_TICKS)
+    return Sample(processes=processes, rss_bytes=rss, cpu_seconds=ticks / CLOCK_TICKS, pss_bytes=proportional)
 
 
 def usage(previous: Sample, current: Sample, seconds: float) -> dict[str, float | int]:

@@ -241,13 +241,26 @@ class Sandbox:
             "--",
         ]
 
-    def bwrap_args(self, workdir: Path, user: RunUser | None) -> list[str]:
+    def bwrap_args(
+        self,
+        workdir: Path,
+        user: RunUser | None,
+        *,
+        network: bool = True,
+        gpus: bool = True,
+        tmp_bytes: int = 0,
+        die_with_parent: bool = True,
+    ) -> list[str]:
         """bwrap's arguments, up to and including the `--` before the command. Order matters:
         system, masks over protected paths inside it, the Python environment, masks inside that,
-        then the working directory."""
+        then the working directory. Without `network` the sandbox has a network namespace of
+        its own (a loopback only); without `gpus`, no GPU device exists in it; `tmp_bytes`
+        bounds its private /tmp and /dev/shm (memory-backed)."""
         layout = _Layout()
-        args = [self.bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        args += ["--unshare-cgroup-try"]
+        args = [self.bwrap, *(["--die-with-parent"] if die_with_parent else [])]
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not network:
+            args += ["--unshare-net"]
         if not self.privileged:
             args += ["--unshare-user"] + (["--disable-userns"] if self.bwrap_disables_userns else [])
         for system in SYSTEM_DIRS:
@@ -262,9 +275,9 @@ class Sandbox:
         private_tmp = ["/dev/shm", "/tmp"]  # noqa: S108 - new tmpfs mounts inside the sandbox
         args += ["--proc", "/proc", "--dev", "/dev"]
         for tmp in private_tmp:
-            args += ["--perms", "1777", "--tmpfs", tmp]
+            args += ["--perms", "1777", *(["--size", str(tmp_bytes)] if tmp_bytes else []), "--tmpfs", tmp]
         layout.tmpfs += [Path("/proc"), Path("/dev"), *map(Path, private_tmp)]
-        for device in sorted(glob.glob("/dev/nvidia*")):  # GPUs stay usable
+        for device in sorted(glob.glob("/dev/nvidia*")) if gpus else ():  # GPUs stay usable
             args += ["--dev-bind", device, device]
         args += layout.masks(self.protect)
         for path in self.runtime:

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
+from reprolab_agent import protocol
 
 from apps.core.inputs import loads_bounded
 
@@ -16,6 +17,7 @@ from . import services
 from .authentication import bearer_value
 from .models import Node
 from .queue_signal import wait_for_work
+from .requirements import read_requirements
 from .selectors import final_artifacts
 
 
@@ -27,6 +29,10 @@ def _error(status: int, detail: str) -> JsonResponse:
 
 
 def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]:
+    """What an agent gets with its lease (the keys are reprolab_agent.protocol's CLAIM_* and URL_*).
+    `run["requirements"]` is the run's requirements, every key present: the agent picks `gpus`
+    devices of at least `min_gpu_memory_mb` each, and lets the run reach the network when
+    `network` is true."""
     run = claim.run
     version = run.notebook_version
 
@@ -45,7 +51,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
         for f in dataset_version.files.all()
     ]
     payload: dict[str, Any] = {
-        "run": {
+        protocol.CLAIM_RUN: {
             "id": run.pk,
             "attempt": run.attempt,
             "project": run.project.slug,
@@ -55,23 +61,24 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "parameters": run.parameters,
             "timeout_seconds": run.timeout_seconds,
             "files": files,
+            "requirements": read_requirements(run.requirements).as_json(),
         },
-        "lease": {"id": claim.lease_id, "expires_at": claim.lease_expires_at.isoformat()},
-        "run_token": claim.run_token,
-        "heartbeat_seconds": claim.heartbeat_seconds,
-        "urls": {
-            "notebook": url("agent-run-notebook"),
-            "heartbeat": url("agent-run-heartbeat"),
-            "events": url("agent-run-events"),
-            "output": url("agent-run-output"),
-            "complete": url("agent-run-complete"),
-            "release": url("agent-run-release"),
-            "environment": url("agent-run-environment"),
-            "artifacts": url("agent-run-artifact", path="x")[: -len("x")],
+        protocol.CLAIM_LEASE: {"id": claim.lease_id, "expires_at": claim.lease_expires_at.isoformat()},
+        protocol.CLAIM_RUN_TOKEN: claim.run_token,
+        protocol.CLAIM_HEARTBEAT_SECONDS: claim.heartbeat_seconds,
+        protocol.CLAIM_URLS: {
+            protocol.URL_NOTEBOOK: url("agent-run-notebook"),
+            protocol.URL_HEARTBEAT: url("agent-run-heartbeat"),
+            protocol.URL_EVENTS: url("agent-run-events"),
+            protocol.URL_OUTPUT: url("agent-run-output"),
+            protocol.URL_COMPLETE: url("agent-run-complete"),
+            protocol.URL_RELEASE: url("agent-run-release"),
+            protocol.URL_ENVIRONMENT: url("agent-run-environment"),
+            protocol.URL_ARTIFACTS: url("agent-run-artifact", path="x")[: -len("x")],
         },
     }
     if run.reference_run is not None:
-        payload["reference"] = {
+        payload[protocol.CLAIM_REFERENCE] = {
             "run": run.reference_run_id,
             "rtol": run.reference_tolerance.get("rtol", 0.0),
             "atol": run.reference_tolerance.get("atol", 0.0),

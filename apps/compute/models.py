@@ -10,6 +10,7 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from reprolab_agent import protocol
 
 
 class Node(models.Model):
@@ -48,13 +49,13 @@ class Node(models.Model):
 
 
 class RunState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    LEASED = "leased", "Leased"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-    LOST = "lost", "Lost"
+    QUEUED = protocol.QUEUED, "Queued"
+    LEASED = protocol.LEASED, "Leased"
+    RUNNING = protocol.RUNNING, "Running"
+    SUCCEEDED = protocol.SUCCEEDED, "Succeeded"
+    FAILED = protocol.FAILED, "Failed"
+    CANCELLED = protocol.CANCELLED, "Cancelled"
+    LOST = protocol.LOST, "Lost"
 
 
 ACTIVE_STATES = (RunState.LEASED, RunState.RUNNING)
@@ -66,7 +67,8 @@ class Run(models.Model):
     notebook_version = models.ForeignKey("projects.NotebookVersion", on_delete=models.PROTECT, related_name="runs")
     parameters = models.JSONField(default=dict, blank=True)
     input_datasets = models.ManyToManyField("projects.DatasetVersion", blank=True, related_name="runs")
-    # {"tags": [...], "gpu": bool, "min_gpu_memory_mb": int}
+    # apps/compute/requirements.py: {"tags", "gpu", "gpus", "min_gpu_memory_mb", "isolation", "network"}
+    # (rows from before gpus, isolation and network hold only the first three keys or none)
     requirements = models.JSONField(default=dict, blank=True)
     priority = models.IntegerField(default=0)
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")

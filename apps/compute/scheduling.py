@@ -15,6 +15,9 @@ Invariants every strategy upholds:
 * every assignment satisfies :func:`can_run`;
 * no node ends up with more than ``max_concurrency`` runs, counting both the
   runs it already has (``NodeSlot.running``) and those assigned in this call;
+* no node gives out more GPUs than it has, counting those its runs already
+  hold (``NodeSlot.gpus_in_use``) and those assigned in this call, unless it
+  lets runs share GPUs (``NodeSlot.gpu_sharing``);
 * a run that fits nowhere is skipped rather than blocking later runs with
   different requirements (no head-of-line blocking).
 """
@@ -25,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
+
+from reprolab_agent.protocol import ISOLATION_NONE, isolation_satisfies
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -53,8 +58,16 @@ class QueuedRun:
     queued_at: float  # epoch seconds; earlier first among equal priority
     required_tags: frozenset[str] = frozenset()
     needs_gpu: bool = False
-    min_gpu_memory_mb: int = 0
+    min_gpu_memory_mb: int = 0  # of each GPU it gets
     allowed_node_ids: frozenset[int] | None = None  # None: any node; else only these may take it
+    gpus: int = 0  # whole GPUs it gets for itself
+    isolation: str | None = None  # a key of protocol.REQUIRED_ISOLATION; None: any node
+    network: bool = False  # it needs the network: only nodes whose owner allows it
+
+    @property
+    def gpus_wanted(self) -> int:
+        """How many GPUs it takes: asking for a GPU, or for GPU memory, means one at least."""
+        return max(self.gpus, 1 if self.needs_gpu or self.min_gpu_memory_mb > 0 else 0)
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,15 @@ class NodeSlot:
     tags: frozenset[str]
     max_concurrency: int
     running: int  # runs currently leased/running on it
-    gpu_count: int = 0
-    gpu_memory_mb: int = 0  # of its largest GPU
+    gpu_memory_mb: tuple[int, ...] = ()  # each GPU's memory, one entry per GPU
+    gpus_in_use: int = 0  # GPUs its leased/running runs hold
+    gpu_sharing: bool = False  # runs may share its GPUs: GPUs are not counted out
+    isolation: str = ISOLATION_NONE  # one of protocol.ISOLATION_LEVELS
+    network: bool = False  # its owner lets runs that ask for it reach the network
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpu_memory_mb)
 
 
 @dataclass(frozen=True)
@@ -103,16 +123,37 @@ def can_run(run: QueuedRun, node: NodeSlot) -> bool:
     explain why a run is stuck ("no node has tag X") versus merely waiting for
     a free slot.  Asking for GPU memory implies asking for a GPU: a run that
     sets ``min_gpu_memory_mb`` without ``needs_gpu`` should not land on a CPU
-    node just because the flag was forgotten.
+    node just because the flag was forgotten.  The node needs ``gpus_wanted``
+    GPUs with at least ``min_gpu_memory_mb`` each, at least the isolation the
+    run asks for, and the network when the run needs it.
     """
     if not run.required_tags <= node.tags:
         return False
     if run.allowed_node_ids is not None and node.id not in run.allowed_node_ids:
         return False
-    wants_gpu = run.needs_gpu or run.min_gpu_memory_mb > 0
-    if wants_gpu and node.gpu_count < 1:
+    if not isolation_satisfies(node.isolation, run.isolation):
         return False
-    return run.min_gpu_memory_mb <= node.gpu_memory_mb
+    if run.network and not node.network:
+        return False
+    return _fitting_gpus(node.gpu_memory_mb, run.min_gpu_memory_mb) >= run.gpus_wanted
+
+
+def _fitting_gpus(memories: Sequence[int], min_memory_mb: int) -> int:
+    return sum(1 for memory in memories if memory >= min_memory_mb)
+
+
+def _gpus_free_for(run: QueuedRun, node: NodeSlot, in_use: int) -> bool:
+    """Whether ``node`` can give ``run`` its GPUs now, with ``in_use`` of them held.
+
+    The site does not know which GPUs a node's runs hold (the agent picks them),
+    so it assumes the worst: the largest ones.  A run placed here then always
+    finds the GPUs it needs free, whichever ones the other runs got.
+    """
+    wanted = run.gpus_wanted
+    if wanted == 0 or node.gpu_sharing:
+        return True
+    free = sorted(node.gpu_memory_mb)[: max(0, node.gpu_count - in_use)]
+    return _fitting_gpus(free, run.min_gpu_memory_mb) >= wanted
 
 
 def _run_order(run: QueuedRun) -> tuple[int, float, int]:
@@ -123,8 +164,8 @@ def _run_order(run: QueuedRun) -> tuple[int, float, int]:
 class _Placer:
     """Tracks node load within one ``assign`` call and picks the least-loaded capable node.
 
-    Assignments made earlier in the same call count as load, which is what
-    keeps a single call from overfilling a node.
+    Assignments made earlier in the same call count as load (run slots and GPUs), which
+    is what keeps a single call from overfilling a node.
     """
 
     def __init__(self, nodes: Sequence[NodeSlot]) -> None:
@@ -132,6 +173,7 @@ class _Placer:
         # regardless of the order the caller listed the nodes in.
         self._nodes = sorted(nodes, key=lambda n: n.id)
         self._load: dict[int, int] = {n.id: n.running for n in self._nodes}
+        self._gpus_in_use: dict[int, int] = {n.id: n.gpus_in_use for n in self._nodes}
 
     def best_node(self, run: QueuedRun) -> NodeSlot | None:
         """The capable node with free capacity and the lowest load, or ``None``.
@@ -146,7 +188,7 @@ class _Placer:
             load = self._load[node.id]
             if node.max_concurrency <= 0 or load >= node.max_concurrency:
                 continue
-            if not can_run(run, node):
+            if not can_run(run, node) or not _gpus_free_for(run, node, self._gpus_in_use[node.id]):
                 continue
             key = (Fraction(load, node.max_concurrency), load, node.id)
             if best_key is None or key < best_key:
@@ -159,6 +201,7 @@ class _Placer:
         if node is None:
             return None
         self._load[node.id] += 1
+        self._gpus_in_use[node.id] += run.gpus_wanted
         return Assignment(run_id=run.id, node_id=node.id)
 
 
@@ -177,8 +220,9 @@ class LoadBalanced:
     """Global priority order, each run to the least-loaded capable node (the default).
 
     Runs are taken in (priority desc, queued_at, id) order.  A run with no
-    capable free node is skipped, so a queue head waiting for a busy GPU does
-    not hold back CPU work behind it.
+    capable free node (a free run slot, and free GPUs when it wants any) is
+    skipped, so a queue head waiting for a busy GPU does not hold back CPU work
+    behind it.
     """
 
     name: str = "load_balanced"

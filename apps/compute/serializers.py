@@ -2,12 +2,15 @@ import json
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from reprolab_agent import protocol
 from rest_framework import serializers
 
 from apps.core.api import BoundedJSONField
 from apps.core.inputs import MAX_ID, MAX_NUMBER, json_problem
 
 from .models import Node, Run, RunEvent
+from .requirements import MAX_GPU_MEMORY_MB, MAX_GPUS, MAX_TAG_LENGTH, MAX_TAGS, read_requirements
 
 MAX_RUN_INPUTS = 100  # datasets and dependencies of one run
 
@@ -67,6 +70,60 @@ class DatasetInputSerializer(serializers.Serializer):
     )
 
 
+def _requirements_schema(*, request: bool) -> dict[str, Any]:
+    """The OpenAPI schema of a run's requirements (apps/compute/requirements.py checks them)."""
+    isolation: dict[str, Any] = {
+        "type": "string",
+        "nullable": True,
+        "description": "The isolation the node must give it: "
+        + ", ".join(
+            f"{key} (a node reporting {level} or stronger)" for key, level in protocol.REQUIRED_ISOLATION.items()
+        )
+        + ". Absent or null: any node.",
+    }
+    if request:
+        isolation["enum"] = [*protocol.REQUIRED_ISOLATION, None]
+    properties: dict[str, Any] = {
+        protocol.REQ_TAGS: {
+            "type": "array",
+            "items": {"type": "string", **({"minLength": 1, "maxLength": MAX_TAG_LENGTH} if request else {})},
+            **({"maxItems": MAX_TAGS} if request else {}),
+            "description": "Only nodes with all these tags (case-insensitive).",
+        },
+        protocol.REQ_GPU: {"type": "boolean", "description": "At least one GPU (the same as gpus: 1)."},
+        protocol.REQ_GPUS: {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_GPUS,
+            "description": "How many whole GPUs of the node the run gets for itself.",
+        },
+        protocol.REQ_MIN_GPU_MEMORY_MB: {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_GPU_MEMORY_MB,
+            "description": "The memory each of its GPUs must have, in MiB (more than 0 means one GPU at least).",
+        },
+        protocol.REQ_ISOLATION: isolation,
+        protocol.REQ_NETWORK: {
+            "type": "boolean",
+            "description": "The run needs network access: only nodes whose owner allows it take it.",
+        },
+    }
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if request:
+        schema["additionalProperties"] = False
+        schema["description"] = "What the run needs of its node; every key is optional."
+    else:
+        schema["required"] = list(properties)
+        schema["description"] = "What the run needs of its node, every key present."
+    return schema
+
+
+@extend_schema_field(_requirements_schema(request=True))
+class RequirementsField(BoundedJSONField):
+    """A run's requirements as sent; the service checks them (clean_requirements)."""
+
+
 class RunCreateSerializer(serializers.Serializer):
     project = serializers.SlugField()
     notebook = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="Notebook id.")
@@ -77,7 +134,7 @@ class RunCreateSerializer(serializers.Serializer):
     datasets = DatasetInputSerializer(  # type: ignore[call-arg]  # DRF has max_length; the stubs lag
         many=True, required=False, default=list, max_length=MAX_RUN_INPUTS
     )
-    requirements = BoundedJSONField(required=False, default=dict)
+    requirements = RequirementsField(required=False, default=dict)
     priority = serializers.IntegerField(min_value=-100, max_value=100, required=False, default=0)
     depends_on = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
@@ -101,6 +158,7 @@ class RunSerializer(serializers.ModelSerializer):
     queue_seconds = serializers.SerializerMethodField()
     run_seconds = serializers.SerializerMethodField()
     output = serializers.SerializerMethodField()
+    requirements = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
@@ -131,6 +189,10 @@ class RunSerializer(serializers.ModelSerializer):
             "last_event_seq",
             "output",
         ]
+
+    @extend_schema_field(_requirements_schema(request=False))
+    def get_requirements(self, run: Run) -> dict[str, Any]:
+        return read_requirements(run.requirements).as_json()  # rows stored before a key existed too
 
     def get_datasets(self, run: Run) -> list[dict[str, Any]]:
         return [{"name": v.dataset.name, "version": v.number} for v in run.input_datasets.all()]
@@ -167,9 +229,7 @@ class AgentEventSerializer(serializers.Serializer):
     seq = serializers.IntegerField(
         min_value=1, max_value=MAX_NUMBER, help_text="Per-attempt sequence number from the agent."
     )
-    kind = serializers.ChoiceField(
-        choices=sorted(["cell_started", "cell_executed", "stream", "output", "resources", "log"])
-    )
+    kind = serializers.ChoiceField(choices=sorted(protocol.AGENT_EVENT_KINDS))
     cell_index = serializers.IntegerField(min_value=0, max_value=MAX_NUMBER, required=False, allow_null=True)
     payload = BoundedJSONField(required=False, default=dict, replace_nul=True)  # what the notebook printed
 
@@ -206,13 +266,13 @@ class HeartbeatSerializer(LeaseSerializer):
 
 
 class CompleteSerializer(LeaseSerializer):
-    state = serializers.ChoiceField(choices=["succeeded", "failed", "cancelled"])
+    state = serializers.ChoiceField(choices=list(protocol.COMPLETION_STATES))
     error = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
 
 
 class ReleaseSerializer(LeaseSerializer):
     reason = serializers.ChoiceField(
-        choices=["shutdown", "infrastructure"],
+        choices=[protocol.RELEASE_SHUTDOWN, protocol.RELEASE_INFRASTRUCTURE],
         help_text="shutdown: the agent is stopping (costs no attempt); infrastructure: the node could not run it.",
     )
     detail = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
@@ -222,6 +282,8 @@ class ReleaseSerializer(LeaseSerializer):
 MAX_CAPABILITIES_BYTES = 64 * 1024
 MAX_MEGABYTES = 2**40  # a petabyte and more, in MiB
 MAX_CPUS = 1_000_000
+MAX_LIMIT = 2**31 - 1  # any one per-run limit (MiB, seconds, processes)
+MAX_WARM_KERNELS = 16
 
 
 def _text(max_length: int) -> serializers.CharField:
@@ -257,6 +319,16 @@ class GpuCapabilitySerializer(KeepingUnknownKeys):
     cuda = _text(50)
 
 
+class LimitsCapabilitySerializer(KeepingUnknownKeys):
+    """The node's per-run resource limits (reprolab_agent.limits); absent or 0: not limited."""
+
+    memory_mb = _count(MAX_LIMIT)
+    cpu_seconds = _count(MAX_LIMIT)
+    processes = _count(MAX_LIMIT)
+    output_mb = _count(MAX_LIMIT)
+    workdir_mb = _count(MAX_LIMIT)
+
+
 class CapabilitiesSerializer(KeepingUnknownKeys):
     """What reprolab_agent.probe.probe_capabilities() sends: types and bounds of what the
     scheduler and the node page read, so one node's odd report cannot break them for all."""
@@ -273,7 +345,18 @@ class CapabilitiesSerializer(KeepingUnknownKeys):
     gpus = GpuCapabilitySerializer(many=True, required=False, max_length=256)  # type: ignore[call-arg]  # DRF has it
     gpu_error = _text(1000)
     # How the node isolates its runs (reprolab_agent.sandbox): bwrap > uid > none.
-    isolation = serializers.ChoiceField(choices=["bwrap", "uid", "none"], required=False)
+    isolation = serializers.ChoiceField(choices=list(protocol.ISOLATION_LEVELS), required=False)
+    network = serializers.BooleanField(
+        required=False, help_text="The node's owner lets runs that ask for the network reach it."
+    )
+    gpu_sharing = serializers.BooleanField(required=False, help_text="Runs may share a GPU.")
+    warm_kernels = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        max_length=MAX_WARM_KERNELS,
+        help_text="The kernels the node's warm pool holds ready, e.g. python3.",
+    )
+    limits = LimitsCapabilitySerializer(required=False)
 
 
 class AgentHelloSerializer(serializers.Serializer):

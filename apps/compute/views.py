@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +34,7 @@ from apps.projects.rendering import render_stored
 from apps.projects.views import render_requester, sandboxed_render_response
 
 from . import agent_dist, services
+from .describe import NodeCapabilities, node_capabilities, run_requirements
 from .forms import NodeForm, RunForm
 from .models import ACTIVE_STATES, FINAL_STATES, Node, Run, RunState
 from .selectors import nodes_of, nodes_serving, runs_for_listing
@@ -51,46 +52,19 @@ def _attach_errors(form: BaseForm, error: ValidationError) -> None:
 
 
 # --- nodes -------------------------------------------------------------------------------------------
-def _gib(mb: Any) -> str | None:
-    if isinstance(mb, bool) or not isinstance(mb, int | float) or mb <= 0:
-        return None
-    return f"{mb / 1024:.1f}".removesuffix(".0") + " GiB"
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "" else None
-
-
-# What the agent's sandbox (reprolab_agent.sandbox) reports, for people.
-ISOLATION_LABELS = {
-    "bwrap": "sandboxed (bubblewrap namespaces)",
-    "uid": "separate user only",
-    "none": "none: runs can read what the agent can",
-}
-
-
 @dataclass
 class NodeView:
-    """A node with what its pages show: online status and a readable capabilities summary."""
+    """A node with what its pages show: online status and its capabilities in words."""
 
     node: Node
     status: str  # online | busy | offline | never | revoked
     status_label: str
     active_runs: int
-    cpus: str | None = None
-    memory: str | None = None
-    gpus: list[dict[str, str | None]] = field(default_factory=list)
-    gpu_error: str | None = None
-    facts: list[tuple[str, str]] = field(default_factory=list)
+    caps: NodeCapabilities
 
     @property
     def summary(self) -> str:
-        if not self.node.capabilities:
-            return "Capabilities not reported yet"
-        parts = [self.cpus, self.memory]
-        gpus = [f"{g['name']}" + (f" ({g['memory']})" if g["memory"] else "") for g in self.gpus]
-        parts.append(", ".join(gpus) if gpus else "no GPU")
-        return " · ".join(p for p in parts if p)
+        return self.caps.summary if self.node.capabilities else "Capabilities not reported yet"
 
 
 def _node_view(node: Node, active_runs: int, now: dt.datetime) -> NodeView:
@@ -106,46 +80,13 @@ def _node_view(node: Node, active_runs: int, now: dt.datetime) -> NodeView:
         status, label = "never", "never connected"
     else:
         status, label = "offline", "offline"
-    caps = node.capabilities if isinstance(node.capabilities, dict) else {}
-    view = NodeView(node=node, status=status, status_label=label, active_runs=active_runs)
-    cpus, cpus_total = _text(caps.get("cpu_count")), _text(caps.get("cpu_count_total"))
-    if cpus:
-        plural = "" if cpus == "1" and not cpus_total else "s"
-        view.cpus = f"{cpus} of {cpus_total} CPUs" if cpus_total and cpus != cpus_total else f"{cpus} CPU{plural}"
-    view.memory = _gib(caps.get("memory_total_mb"))
-    for gpu in node.gpus:
-        if not isinstance(gpu, dict):
-            continue
-        cuda = [
-            f"{label} {version}"
-            for label, key in (("runtime", "cuda_runtime_version"), ("driver", "cuda_driver_version"))
-            if (version := _text(gpu.get(key)))
-        ]
-        view.gpus.append(
-            {
-                "index": _text(gpu.get("index")),
-                "name": _text(gpu.get("name")) or "GPU",
-                "memory": _gib(gpu.get("memory_total_mb", gpu.get("memory_mb"))),
-                "compute_capability": _text(gpu.get("compute_capability")),
-                "cuda": ", ".join(cuda) or None,
-                "cupy": _text(gpu.get("cupy_version")),
-            }
-        )
-    view.gpu_error = _text(caps.get("gpu_error"))
-    reported_platform = caps.get("platform")
-    platform: dict[str, Any] = reported_platform if isinstance(reported_platform, dict) else {}
-    system = " ".join(filter(None, (_text(platform.get("system")), _text(platform.get("machine")))))
-    python = " ".join(filter(None, (_text(caps.get("python_implementation")), _text(caps.get("python_version")))))
-    for label, value in (
-        ("Host", _text(caps.get("hostname"))),
-        ("System", system or None),
-        ("Python", python or None),
-        ("Agent", _text(caps.get("agent_version"))),
-        ("Isolation", ISOLATION_LABELS.get(str(caps.get("isolation")), "not reported")),
-    ):
-        if value:
-            view.facts.append((label, value))
-    return view
+    return NodeView(
+        node=node,
+        status=status,
+        status_label=label,
+        active_runs=active_runs,
+        caps=node_capabilities(node.capabilities),
+    )
 
 
 def _active_run_counts(nodes: list[Node], now: dt.datetime) -> dict[int, int]:
@@ -358,6 +299,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "project": project,
         "notebook": run.notebook_version.notebook,
         "parameters": _parameter_rows(run),
+        "requirements": run_requirements(run.requirements),
         "datasets": list(run.input_datasets.all()),
         "can_cancel": can_cancel,
         "can_reproduce": run.state == RunState.SUCCEEDED and bool(run.output_sha256) and has_role(project, CAN_UPLOAD),

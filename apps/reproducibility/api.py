@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.request_user import authenticated_user
-from apps.compute.api import AgentApi, stale_lease_response
+from apps.compute.agent_api import AgentApi, stale_lease_response
 from apps.compute.models import Run
 from apps.compute.selectors import creator_hidden_rule, runs_visible_to
 from apps.compute.services import StaleLease

@@ -3,7 +3,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from apps.core.api import BoundedJSONField
+from apps.compute.serializers import RequirementsField
 from apps.core.inputs import MAX_ID
 
 from .models import EnvironmentSnapshot, Reproduction
@@ -141,7 +141,9 @@ class ReproduceSerializer(serializers.Serializer):
     rtol = serializers.FloatField(min_value=0, required=False, default=1e-9)
     atol = serializers.FloatField(min_value=0, required=False, default=0.0)
     repeats = serializers.IntegerField(min_value=1, max_value=10, required=False, default=1)
-    requirements = BoundedJSONField(required=False, allow_null=True, default=None)
+    requirements = RequirementsField(
+        required=False, allow_null=True, default=None, help_text="Absent or null: what the original run needed."
+    )
     latest_data = serializers.BooleanField(
         required=False, default=False, help_text="Rerun on each input dataset's newest version."
     )

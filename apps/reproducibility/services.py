@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.compute import services as compute
 from apps.compute.models import Run, RunState
+from apps.compute.requirements import clean_requirements
 from apps.compute.selectors import final_artifacts
 from apps.core.queueing import enqueue
 
@@ -48,7 +49,8 @@ def reproduction_start(
 ) -> Reproduction:
     """Rerun the same notebook version with the same parameters and data, `repeats` times.
     With `latest_data`, the reruns take each input dataset's newest version instead: "does the
-    result still hold on the current data?" (the input diff then names what changed)."""
+    result still hold on the current data?" (the input diff then names what changed). The reruns
+    need what the original needed, unless `requirements` says otherwise."""
     if original.state != RunState.SUCCEEDED or not original.output_sha256:
         raise ValidationError(
             {"run": f"Only a succeeded run with an output can be reproduced (this one is {original.state})."}
@@ -57,13 +59,14 @@ def reproduction_start(
         raise ValidationError({"repeats": f"repeats must be between 1 and {MAX_REPEATS}."})
     if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
         raise ValidationError({"rtol": "Tolerances are finite numbers, zero or more."})
+    requirements = clean_requirements(requirements if requirements is not None else original.requirements)
     with transaction.atomic():
         reproduction = Reproduction.objects.create(
             original=original,
             rtol=rtol,
             atol=atol,
             repeats=repeats,
-            requirements=requirements or {},
+            requirements=requirements,
             latest_data=latest_data,
             creator_hidden=hide_creator,
             created_by=user,
@@ -78,7 +81,7 @@ def reproduction_start(
                 notebook_version=original.notebook_version,
                 parameters=original.parameters,
                 dataset_versions=datasets,
-                requirements=requirements if requirements is not None else original.requirements,
+                requirements=requirements,
                 priority=original.priority,
                 timeout_seconds=original.timeout_seconds,
                 # The node compares the arrays it writes against the original's, where they are.

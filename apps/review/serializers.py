@@ -9,7 +9,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.core.api import BoundedJSONField
+from apps.compute.serializers import RequirementsField
 from apps.core.inputs import MAX_ID, MAX_NUMBER
 
 from . import access
@@ -144,7 +144,7 @@ class RerunSerializer(serializers.Serializer):
     rtol = serializers.FloatField(min_value=0, default=1e-9)
     atol = serializers.FloatField(min_value=0, default=0.0)
     repeats = serializers.IntegerField(min_value=1, max_value=10, default=1)
-    requirements = BoundedJSONField(required=False, default=None)
+    requirements = RequirementsField(required=False, default=None, help_text="Absent: what the original run needed.")
 
 
 def reproduction_evidence(reproduction: Any) -> dict[str, Any]:

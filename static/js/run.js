@@ -13,6 +13,7 @@
   const FINAL = new Set(config.final_states);
   const MAX_TEXT = 200000; // characters kept per output block; the notebook has the rest
   const NOT_FOUND_CLOSE_CODE = 4404;
+  const MAX_GPUS = 64; // GPUs shown from one resources sample
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -24,6 +25,9 @@
     finished: $("run-finished"),
     elapsed: $("run-elapsed"),
     resources: $("run-resources"),
+    gpus: $("run-gpus"),
+    gpusLabel: $("run-gpus-label"),
+    gpuList: $("run-gpu-list"),
     error: $("run-error"),
     output: $("output-link"),
     executedCard: $("executed-card"),
@@ -68,6 +72,16 @@
     const s = seconds % 60;
     const pad = (n) => String(n).padStart(2, "0");
     return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+  }
+
+  // A reported number, or null when it is not one (missing, text, NaN, negative).
+  function reported(value) {
+    const n = typeof value === "number" ? value : Number.NaN;
+    return Number.isFinite(n) && n >= 0 ? n : null;
+  }
+
+  function formatMiB(mb) {
+    return mb >= 1024 ? `${(mb / 1024).toFixed(1)} GiB` : `${Math.round(mb)} MiB`;
   }
 
   function setLive(text) {
@@ -271,12 +285,87 @@
     el.logCard.hidden = false;
   }
 
+  // --- resources: CPU, memory and (when the node has NVML) GPUs -------------------------------------
+  function gpuMeter(label, value, max, text) {
+    const row = document.createElement("div");
+    row.className = "gpu-meter";
+    const name = document.createElement("span");
+    name.className = "muted";
+    name.textContent = label;
+    const meter = document.createElement("meter");
+    meter.min = 0;
+    meter.max = max;
+    meter.value = Math.min(value ?? 0, max);
+    meter.hidden = value === null;
+    const figure = document.createElement("span");
+    figure.className = "mono";
+    figure.textContent = text;
+    row.append(name, meter, figure);
+    return row;
+  }
+
+  function gpuItem(gpu, position) {
+    const index = Number.isInteger(gpu.index) && gpu.index >= 0 ? gpu.index : position;
+    const name = typeof gpu.name === "string" && gpu.name.trim() ? gpu.name.slice(0, 200) : "GPU";
+    const busy = reported(gpu.utilization_percent);
+    const used = reported(gpu.memory_used_mb);
+    const total = reported(gpu.memory_total_mb);
+    const li = document.createElement("li");
+    li.dataset.gpuIndex = String(index);
+    const title = document.createElement("div");
+    title.className = "gpu-name";
+    title.textContent = `#${index} ${name}`;
+    let memory = "—";
+    if (used !== null && total >= 1024) memory = `${(used / 1024).toFixed(1)} / ${formatMiB(total)}`;
+    else if (used !== null && total) memory = `${formatMiB(used)} / ${formatMiB(total)}`;
+    else if (used !== null) memory = `${formatMiB(used)} used`;
+    else if (total) memory = `? / ${formatMiB(total)}`;
+    li.append(
+      title,
+      gpuMeter("busy", busy, 100, busy === null ? "—" : `${Math.round(busy)}%`),
+      gpuMeter("memory", used !== null && total ? used : null, total || 1, memory),
+    );
+    return li;
+  }
+
+  function showGpus(list) {
+    // No list, or an empty one (NVML missing, or failing for one sample): keep what is shown,
+    // so a page whose run never reported a GPU never shows the section at all.
+    if (!el.gpus || !Array.isArray(list)) return;
+    const gpus = list.filter((gpu) => gpu && typeof gpu === "object" && !Array.isArray(gpu)).slice(0, MAX_GPUS);
+    if (!gpus.length) return;
+    el.gpuList.replaceChildren(...gpus.map(gpuItem));
+    el.gpus.hidden = false;
+    el.gpusLabel.hidden = false;
+  }
+
+  function showResources(payload) {
+    if (el.resources) {
+      const cpu = reported(payload.cpu_percent) ?? 0;
+      const parts = [`${Math.round(cpu * 10) / 10}% CPU`, formatMiB(reported(payload.rss_mb) ?? 0)];
+      const processes = reported(payload.processes);
+      if (processes) parts.push(`${processes} process${processes === 1 ? "" : "es"}`);
+      el.resources.textContent = parts.join(" · ");
+    }
+    showGpus(payload.gpus);
+  }
+
+  function clearResources() {
+    // A new attempt may run on another node (one without GPUs): show only what it reports.
+    if (el.resources) el.resources.textContent = "—";
+    if (!el.gpus) return;
+    el.gpuList.replaceChildren();
+    el.gpus.hidden = true;
+    el.gpusLabel.hidden = true;
+  }
+
   function newAttempt(number, reason) {
     attempt = number;
     el.attempt.textContent = String(number);
     if (number <= 1) return;
     cells.forEach((cell) => cell.li.remove());
     cells = new Map();
+    clearResources();
     updateCellsSummary();
     if (el.cellsEmpty) el.cellsEmpty.hidden = false;
     el.attemptNote.textContent = `Attempt ${number}` + (reason ? ` (${reason})` : "") + ": the cells of the earlier attempt are cleared.";
@@ -325,9 +414,7 @@
         if (payload.message) log(String(payload.message));
         break;
       case "resources":
-        if (el.resources) {
-          el.resources.textContent = `${Number(payload.cpu_percent) || 0}% CPU · ${Number(payload.rss_mb) || 0} MiB`;
-        }
+        showResources(payload);
         break;
       case "cancel_requested":
         log("cancel requested: the node stops the run at its next heartbeat", "warn");
@@ -340,7 +427,7 @@
         }
         break;
       default:
-        break; // resources and kinds this page does not know
+        break; // kinds this page does not know
     }
   }
 

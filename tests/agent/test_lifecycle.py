@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from reprolab_agent.client import Client, Interrupted
-from reprolab_agent.runner import Heartbeat, RunContext, RunExecutor
+from reprolab_agent.lease import Heartbeat, RunContext
+from reprolab_agent.run import RunExecutor
 
 from apps.accounts.models import User
 from apps.compute import services

@@ -37,21 +37,6 @@ def wait_for(condition, *, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
-    """A site's folder as `make run` lays it out: database, media, settings, the node's state."""
-    site = tmp_path / "site"
-    (site / "config").mkdir(parents=True)
-    (site / "config" / "settings.py").write_text("SECRET_KEY = 'site-secret'\n")
-    (site / "var" / "media").mkdir(parents=True)
-    (site / "var" / "media" / "blob").write_text("private upload")
-    (site / "var" / "db.sqlite3").write_text("password hashes")
-    (site / "var" / "local-node" / "work").mkdir(parents=True)
-    (site / "var" / "local-node" / "cache").mkdir(parents=True)
-    (site / "var" / "local-node" / "token").write_text("rln_not_for_runs")
-    return site
-
-
-@pytest.fixture
 def bwrap(site: Path) -> Sandbox:
     try:
         return detect("bwrap", protect=[site], work_root=site / "var" / "local-node" / "work")
@@ -205,8 +190,8 @@ def test_interrupting_a_run_under_bwrap_reaches_it_without_killing_the_sandbox(b
         workdir,
         """
         import time
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)  # inside the try: the interrupt may come at once
             time.sleep(60)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
@@ -247,34 +232,6 @@ def test_killing_a_run_under_bwrap_ends_every_process_it_started_even_in_another
     if user is not None:
         wait_for(lambda: not processes_of(user.uid), timeout=10, what="the grandchild to die with the sandbox")
     bwrap.finish(workdir, user)
-
-
-def test_a_run_under_bwrap_dies_when_its_lifeline_closes(bwrap, site):
-    """What happens when the agent dies: the child's watchdog sees end of file on its pipe."""
-    lifeline, held = os.pipe()
-    workdir = workdir_in(site)
-    child, user = start(
-        bwrap,
-        workdir,
-        f"""
-        import threading, time
-        from reprolab_agent.execute import _watch_lifeline
-        threading.Thread(target=_watch_lifeline, args=({lifeline},), daemon=True).start()
-        print("ready", flush=True)
-        time.sleep(120)
-        """,
-        pass_fds=(lifeline,),
-    )
-    os.close(lifeline)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        os.close(held)
-        assert child.wait(timeout=30) != 0
-    finally:
-        bwrap.kill(child)
-        child.wait()
-        bwrap.finish(workdir, user)
 
 
 def test_resources_of_a_run_under_bwrap_are_sampled_from_proc(bwrap, site):

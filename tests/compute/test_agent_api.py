@@ -119,6 +119,14 @@ class TestClaim:
             "parameters": {"alpha": 0.1},
             "timeout_seconds": 3600,
             "files": [],
+            "requirements": {
+                "tags": [],
+                "gpu": False,
+                "gpus": 0,
+                "min_gpu_memory_mb": 0,
+                "isolation": None,
+                "network": False,
+            },
         }
         run.refresh_from_db()
         assert run.state == RunState.LEASED
@@ -141,6 +149,30 @@ class TestClaim:
         assert notebook_response.status_code == 200
         assert notebook_response["X-Content-SHA256"] == version.sha256
         assert hashlib.sha256(notebook_response.getvalue()).hexdigest() == version.sha256
+
+    def test_the_claim_carries_the_runs_requirements_for_the_agent(self, agent, project, notebook):
+        """The agent picks `gpus` devices of `min_gpu_memory_mb` each, and gives the run the
+        network only when `network` is true."""
+        gpus = [{"index": i, "memory_total_mb": 81559} for i in range(2)]
+        capabilities = {"gpus": gpus, "isolation": "bwrap", "network": True}
+        assert agent.post("/api/v1/agent/hello/", {"capabilities": capabilities}, format="json").status_code == 200
+        requirements = {"gpus": 2, "min_gpu_memory_mb": 40000, "isolation": "sandbox", "network": True}
+        submit(project, notebook, requirements={**requirements, "tags": []})
+        assert do_claim(agent)["run"]["requirements"] == {**requirements, "tags": [], "gpu": True}
+
+    def test_the_claim_of_a_run_stored_before_gpus_existed_has_every_requirement(self, agent, project, notebook):
+        gpus = [{"index": 0, "memory_total_mb": 16000}]
+        assert agent.post("/api/v1/agent/hello/", {"capabilities": {"gpus": gpus}}, format="json").status_code == 200
+        run = submit(project, notebook)
+        Run.objects.filter(pk=run.pk).update(requirements={"tags": [], "gpu": True, "min_gpu_memory_mb": 8000})
+        assert do_claim(agent)["run"]["requirements"] == {
+            "tags": [],
+            "gpu": True,
+            "gpus": 1,
+            "min_gpu_memory_mb": 8000,
+            "isolation": None,
+            "network": False,
+        }
 
     def test_claim_needs_a_valid_node_token_and_post(self, agent, registered, project, notebook):
         submit(project, notebook)

@@ -96,6 +96,7 @@ def test_metadata_from_pyproject(wheel: zipfile.ZipFile):
     assert metadata.get_all("Requires-Dist") == [
         *PYPROJECT["dependencies"],
         'cupy-cuda12x; extra == "gpu"',
+        'nvidia-ml-py; extra == "gpu"',
     ]
     assert metadata.get_all("Provides-Extra") == ["gpu"]
     assert "papermill>=2.5" in metadata.get_all("Requires-Dist", [])

@@ -106,9 +106,45 @@ def test_hello_keeps_keys_a_newer_agent_adds(agent, registered):
     assert Node.objects.get(pk=registered.node.pk).capabilities["sandbox"] == {"kind": "bubblewrap", "network": False}
 
 
+def test_hello_accepts_and_stores_how_the_node_runs_its_runs(agent, registered):
+    settings_of_node = {
+        "isolation": "bwrap",
+        "network": True,
+        "gpu_sharing": False,
+        "warm_kernels": ["python3", "ir"],
+        "limits": {"memory_mb": 98304, "cpu_seconds": 0, "processes": 512, "output_mb": 64, "workdir_mb": 10240},
+        "gpus": [{"index": 0, "memory_total_mb": 81559}, {"index": 1, "memory_total_mb": 81559}],
+    }
+    capabilities = {**probe_capabilities(), **settings_of_node}
+
+    assert hello(agent, capabilities).status_code == 200
+    stored = Node.objects.get(pk=registered.node.pk).capabilities
+    assert {key: stored[key] for key in settings_of_node} == settings_of_node
+
+
+def test_hello_keeps_limits_a_newer_agent_adds(agent, registered):
+    assert hello(agent, {"limits": {"memory_mb": 1024, "gpu_seconds": 60}}).status_code == 200
+    assert Node.objects.get(pk=registered.node.pk).capabilities["limits"] == {"memory_mb": 1024, "gpu_seconds": 60}
+
+
 @pytest.mark.parametrize(
     ("capabilities", "words"),
     [
+        pytest.param({"isolation": "vm"}, "isolation", id="isolation-unknown"),
+        pytest.param({"isolation": "sandbox"}, "isolation", id="isolation-a-runs-word"),
+        pytest.param({"network": "maybe"}, "network", id="network-not-a-boolean"),
+        pytest.param({"gpu_sharing": [True]}, "gpu_sharing", id="sharing-not-a-boolean"),
+        pytest.param({"warm_kernels": "python3"}, "warm_kernels", id="kernels-not-a-list"),
+        pytest.param({"warm_kernels": ["python3"] * 17}, "warm_kernels", id="too-many-kernels"),
+        pytest.param({"warm_kernels": ["k" * 65]}, "warm_kernels", id="kernel-name-too-long"),
+        pytest.param({"warm_kernels": [""]}, "warm_kernels", id="kernel-name-empty"),
+        pytest.param({"limits": "none"}, "limits", id="limits-not-an-object"),
+        pytest.param({"limits": {"memory_mb": -1}}, "memory_mb", id="limit-negative"),
+        pytest.param({"limits": {"processes": 2**31}}, "processes", id="limit-past-range"),
+        pytest.param({"limits": {"cpu_seconds": "1h"}}, "cpu_seconds", id="limit-not-a-number"),
+        pytest.param({"limits": {"workdir_mb": True}}, "workdir_mb", id="limit-a-boolean"),
+        pytest.param({"gpus": [{"index": "first"}]}, "index", id="gpu-index-not-a-number"),
+        pytest.param({"gpus": [{"index": -1}]}, "index", id="gpu-index-negative"),
         pytest.param(
             {"gpus": [{"memory_total_mb": "lots"}]}, "memory_total_mb: a valid integer", id="memory-not-a-number"
         ),

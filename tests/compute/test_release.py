@@ -13,19 +13,7 @@ from apps.compute import services
 from apps.compute.models import Node, Run, RunArtifact, RunEvent, RunState
 from apps.projects.models import NotebookVersion, Project
 
-from ..factories import make_project, upload_notebook
-
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def project(owner: User) -> Project:
-    return make_project(owner, slug="lab")
-
-
-@pytest.fixture
-def version(project: Project, owner: User) -> NotebookVersion:
-    return upload_notebook(project, owner).version
 
 
 @pytest.fixture

@@ -52,7 +52,8 @@ def node(
     gpus: int = 0,
     mem: int = 0,
 ) -> NodeSlot:
-    return NodeSlot(id=node_id, tags=tags, max_concurrency=cap, running=running, gpu_count=gpus, gpu_memory_mb=mem)
+    """A node with `gpus` GPUs of `mem` MiB each."""
+    return NodeSlot(id=node_id, tags=tags, max_concurrency=cap, running=running, gpu_memory_mb=(mem,) * gpus)
 
 
 def run_ids(assignments: list[Assignment]) -> list[int]:
@@ -343,8 +344,11 @@ def random_case(rng: random.Random) -> tuple[list[QueuedRun], list[NodeSlot], di
                 tags=frozenset(rng.sample(TAG_POOL, rng.randint(0, len(TAG_POOL)))),
                 max_concurrency=rng.randint(0, 4),
                 running=rng.randint(0, 5),
-                gpu_count=gpus,
-                gpu_memory_mb=rng.choice([0, 8_000, 24_000, 80_000]) if gpus else rng.choice([0, 0, 16_000]),
+                gpu_memory_mb=tuple(rng.choice([0, 8_000, 24_000, 80_000]) for _ in range(gpus)),
+                gpus_in_use=rng.randint(0, gpus),
+                gpu_sharing=rng.random() < 0.2,
+                isolation=rng.choice(["none", "uid", "bwrap"]),
+                network=rng.random() < 0.5,
             )
         )
     node_ids = [n.id for n in nodes] or [1]
@@ -359,6 +363,9 @@ def random_case(rng: random.Random) -> tuple[list[QueuedRun], list[NodeSlot], di
                 required_tags=frozenset(rng.sample(TAG_POOL, rng.randint(0, 2))),
                 needs_gpu=rng.random() < 0.3,
                 min_gpu_memory_mb=rng.choice([0, 0, 0, 8_000, 40_000]),
+                gpus=rng.choice([0, 0, 0, 1, 2, 4]),
+                isolation=rng.choice([None, None, "none", "limits", "sandbox"]),
+                network=rng.random() < 0.2,
                 allowed_node_ids=(
                     None if rng.random() < 0.7 else frozenset(rng.sample(node_ids, rng.randint(0, len(node_ids))))
                 ),
@@ -366,6 +373,14 @@ def random_case(rng: random.Random) -> tuple[list[QueuedRun], list[NodeSlot], di
         )
     running_by_owner = {owner: rng.randint(0, 5) for owner in range(1, 5) if rng.random() < 0.5}
     return runs, nodes, running_by_owner
+
+
+def gpus_free(run: QueuedRun, node: NodeSlot, in_use: int) -> bool:
+    """Whether the node has the run's GPUs free, the largest ones counted as the ones in use."""
+    if node.gpu_sharing or run.gpus_wanted == 0:
+        return True
+    free = sorted(node.gpu_memory_mb)[: max(0, node.gpu_count - in_use)]
+    return sum(1 for memory in free if memory >= run.min_gpu_memory_mb) >= run.gpus_wanted
 
 
 @both
@@ -386,14 +401,22 @@ def test_random_inputs_respect_invariants(strategy):
             n = nodes_by_id[node_id]
             assert count <= max(0, n.max_concurrency - n.running), f"node {node_id} over capacity"
 
+        gpus_given: Counter[int] = Counter()
         for a in assignments:
             assert can_run(runs_by_id[a.run_id], nodes_by_id[a.node_id])
+            gpus_given[a.node_id] += runs_by_id[a.run_id].gpus_wanted
+        for node_id, given in gpus_given.items():
+            n = nodes_by_id[node_id]
+            assert n.gpu_sharing or given == 0 or n.gpus_in_use + given <= n.gpu_count, f"node {node_id} GPUs"
 
         # Work-conserving: every unassigned run fits nowhere that still has room.
         left = {n.id: n.max_concurrency - n.running - per_node[n.id] for n in nodes}
         for r in runs:
             if r.id not in assigned_set:
-                assert not any(left[n.id] > 0 and can_run(r, n) for n in nodes)
+                assert not any(
+                    left[n.id] > 0 and can_run(r, n) and gpus_free(r, n, n.gpus_in_use + gpus_given[n.id])
+                    for n in nodes
+                )
 
         # Deterministic.
         assert strategy.assign(runs, nodes, running_by_owner) == assignments

@@ -1,84 +1,26 @@
 """The lease protocol through the service layer: submission and its validation, who may claim
-what, the scheduler's constraints, dependencies, heartbeats, events, output, completion, the
-lease sweeper, cancelling, and concurrent claims (SKIP LOCKED on PostgreSQL)."""
+what, dependencies, heartbeats, events, output, completion, the lease sweeper and cancelling
+(the scheduler's constraints on claims: test_claims.py; concurrent claims:
+test_concurrent_claims.py; requirements: test_requirements.py)."""
 
 import datetime as dt
 import hashlib
 import io
-import threading
 import uuid
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.accounts.models import User
 from apps.compute import services
-from apps.compute.models import Node, Run, RunEvent, RunState
-from apps.projects.models import Membership, NotebookVersion, Project, Role
+from apps.compute.models import Run, RunEvent, RunState
+from apps.projects.models import Membership, Role
 
 from ..factories import make_project, make_user, upload_notebook
-
-OUTPUT = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+from .helpers import OUTPUT, claim, expire, last_event, messages, node, submit, succeed, upload
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-@pytest.fixture
-def project(owner: User) -> Project:
-    return make_project(owner, slug="lab")
-
-
-@pytest.fixture
-def version(project: Project, owner: User) -> NotebookVersion:
-    # Declares alpha = 0.5 (float) and steps = 10 (int).
-    return upload_notebook(project, owner).version
-
-
-def submit(project: Project, version: NotebookVersion, user: User | None = None, **kwargs) -> Run:
-    creator = user or project.created_by
-    assert creator is not None
-    return services.run_submit(project=project, user=creator, notebook_version=version, **kwargs)
-
-
-def last_event(run: Run) -> RunEvent:
-    event = run.events.last()
-    assert event is not None
-    return event
-
-
-def node(owner: User, name: str = "box", *, seen: bool = True, **kwargs) -> Node:
-    registered = services.node_register(owner=owner, name=name, **kwargs).node
-    if seen:
-        services.node_seen(node=registered)
-    return registered
-
-
-def claim(n: Node) -> services.Claim:
-    result = services.run_claim(node=n)
-    assert result is not None, f"{n.name} claimed nothing"
-    return result
-
-
-def upload(run: Run, lease_id: str, data: bytes = OUTPUT) -> None:
-    services.run_output_upload(
-        run=run, lease_id=lease_id, stream=io.BytesIO(data), sha256=hashlib.sha256(data).hexdigest()
-    )
-
-
-def succeed(c: services.Claim) -> Run:
-    upload(c.run, c.lease_id)
-    return services.run_complete(run=c.run, lease_id=c.lease_id, state=RunState.SUCCEEDED)
-
-
-def expire(run: Run) -> None:
-    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
-
-
-def messages(exc: pytest.ExceptionInfo[ValidationError]) -> str:
-    return " ".join(exc.value.messages)
-
-
 # --- submission ------------------------------------------------------------------------------------
 @pytest.mark.django_db
 class TestSubmit:
@@ -133,30 +75,6 @@ class TestSubmit:
         with pytest.raises(ValidationError) as exc:
             submit(project, version, parameters=[1, 2])
         assert "Parameters must be a JSON object of name: value." in messages(exc)
-
-    def test_requirements_are_normalised(self, project, version):
-        run = submit(project, version, requirements={"tags": [" CUDA ", "cuda", "big"], "min_gpu_memory_mb": 40000})
-        # Asking for GPU memory implies asking for a GPU.
-        assert run.requirements == {"tags": ["big", "cuda"], "gpu": True, "min_gpu_memory_mb": 40000}
-        assert submit(project, version, requirements=None).requirements == {}
-
-    @pytest.mark.parametrize(
-        ("requirements", "message"),
-        [
-            ("gpu", "Requirements must be an object"),
-            ({"cores": 4}, "Unknown requirement(s): cores."),
-            ({"tags": "cuda"}, "requirements.tags must be a list of non-empty strings."),
-            ({"tags": [""]}, "requirements.tags must be a list of non-empty strings."),
-            ({"gpu": "yes"}, "requirements.gpu must be true or false."),
-            ({"min_gpu_memory_mb": -1}, "requirements.min_gpu_memory_mb must be a non-negative integer."),
-            ({"min_gpu_memory_mb": True}, "requirements.min_gpu_memory_mb must be a non-negative integer."),
-            ({"min_gpu_memory_mb": 1.5}, "requirements.min_gpu_memory_mb must be a non-negative integer."),
-        ],
-    )
-    def test_bad_requirements_are_rejected(self, project, version, requirements, message):
-        with pytest.raises(ValidationError) as exc:
-            submit(project, version, requirements=requirements)
-        assert message in messages(exc)
 
     def test_the_notebook_version_and_dependencies_must_be_in_the_project(self, project, version, owner):
         other = make_project(owner, slug="elsewhere")
@@ -214,70 +132,6 @@ class TestEligibility:
         assert services.node_authenticate(raw=registered.token) is None
         assert services.node_authenticate(raw="rln_" + "x" * 40) is None
         assert services.node_authenticate(raw="not-a-node-token") is None
-
-
-# --- the scheduler's constraints -------------------------------------------------------------------
-@pytest.mark.django_db
-class TestScheduling:
-    def test_tags_are_required(self, project, version, owner):
-        run = submit(project, version, requirements={"tags": ["cuda"]})
-        assert services.run_claim(node=node(owner, "plain")) is None
-        assert claim(node(owner, "tagged", tags=["CUDA", "fast"])).run.pk == run.pk
-
-    def test_a_gpu_run_needs_a_node_with_a_gpu_with_enough_memory(self, project, version, owner):
-        run = submit(project, version, requirements={"gpu": True, "min_gpu_memory_mb": 40000})
-        assert services.run_claim(node=node(owner, "cpu")) is None
-        small = node(owner, "small-gpu")
-        services.node_seen(node=small, capabilities={"gpus": [{"memory_mb": 16000}, {"memory_mb": 24000}]})
-        assert services.run_claim(node=small) is None
-        big = node(owner, "big-gpu")
-        services.node_seen(node=big, capabilities={"gpus": [{"name": "H100", "memory_mb": 80000}]})
-        assert claim(big).run.pk == run.pk
-
-    @pytest.mark.parametrize(
-        "capabilities",
-        [
-            {"gpus": [{"memory_total_mb": "lots"}]},
-            {"gpus": [{"memory_total_mb": 2**70}, "not a gpu", None]},
-            {"gpus": [{"memory_total_mb": -5}, {"memory_mb": True}]},
-            {"gpus": "many"},
-            [],
-        ],
-    )
-    def test_one_nodes_odd_stored_capabilities_never_stop_scheduling(self, project, version, owner, capabilities):
-        """Stored data the API would refuse today (older agents, a direct write) cannot make every
-        node's claim fail: the odd node counts as having no GPU."""
-        run = submit(project, version, requirements={"tags": ["fine"]})
-        odd = node(owner, "odd")
-        Node.objects.filter(pk=odd.pk).update(capabilities=capabilities, tags=["ok", 3])
-        assert claim(node(owner, "fine", tags=["fine"])).run.pk == run.pk
-
-    def test_never_above_max_concurrency(self, project, version, owner):
-        runs = [submit(project, version) for _ in range(3)]
-        box = node(owner, max_concurrency=2)
-        first, second = claim(box), claim(box)
-        assert services.run_claim(node=box) is None
-        assert {first.run.pk, second.run.pk} == {runs[0].pk, runs[1].pk}
-        # A finished run frees its slot.
-        succeed(first)
-        assert claim(box).run.pk == runs[2].pk
-
-    def test_higher_priority_first_then_oldest(self, project, version, owner):
-        low = submit(project, version, priority=-1)
-        old = submit(project, version)
-        new = submit(project, version)
-        urgent = submit(project, version, priority=10)
-        box = node(owner, max_concurrency=4)
-        assert [claim(box).run.pk for _ in range(4)] == [urgent.pk, old.pk, new.pk, low.pk]
-
-    def test_a_run_the_scheduler_gives_to_another_active_node_is_left_to_it(self, project, version, owner):
-        gpu_run = submit(project, version, requirements={"gpu": True})
-        gpu_node = node(owner, "gpu")
-        services.node_seen(node=gpu_node, capabilities={"gpus": [{"memory_mb": 80000}]})
-        cpu_run = submit(project, version)
-        cpu_node = node(owner, "cpu")
-        assert claim(cpu_node).run.pk == cpu_run.pk
-        assert claim(gpu_node).run.pk == gpu_run.pk
 
 
 # --- dependencies ------------------------------------------------------------------------------------
@@ -560,110 +414,3 @@ class TestCancel:
         services.run_cancel(run=run)
         run.refresh_from_db()
         assert (run.state, run.cancel_requested) == (RunState.SUCCEEDED, False)
-
-
-# --- concurrent claims ------------------------------------------------------------------------------------
-def in_threads(target, items) -> list[Exception]:
-    """Run `target(item, barrier)` for each item in a thread of its own (so with a database
-    connection of its own, as concurrent requests have), released together by the barrier."""
-    barrier = threading.Barrier(len(items))
-    errors: list[Exception] = []
-
-    def body(item) -> None:
-        try:
-            barrier.wait(timeout=10)
-            target(item)
-        except Exception as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(item,)) for item in items]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a claim hung"
-    return errors
-
-
-@pytest.fixture
-def race(owner) -> tuple[Project, NotebookVersion]:
-    project = make_project(owner, slug="race")
-    return project, upload_notebook(project, owner).version
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("count", [2, 6])
-def test_concurrent_claims_for_different_nodes_take_different_runs(owner, race, count):
-    runs = [submit(*race) for _ in range(count)]
-    nodes = [node(owner, f"n{i}") for i in range(count)]
-    results: dict[int, int] = {}
-    missed: list[int] = []
-
-    def take(n: Node) -> None:
-        c = services.run_claim(node=n)
-        if c is None:
-            missed.append(n.pk)
-        else:
-            results[n.pk] = c.run.pk
-
-    assert not in_threads(take, nodes)
-    # Every node got a run at the first try: a claim in flight does not hide the queue from the others.
-    assert missed == []
-    assert sorted(results) == sorted(n.pk for n in nodes)
-    assert sorted(results.values()) == sorted(r.pk for r in runs), "a run was handed out twice"
-    leased = {(r.pk, r.node_id) for r in Run.objects.filter(state=RunState.LEASED)}
-    assert leased == {(run_id, node_id) for node_id, run_id in results.items()}
-    for run in runs:  # one lease each: no claim was applied twice
-        assert run.events.filter(payload__state="leased").count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_claims_for_one_node_respect_its_max_concurrency(owner, race):
-    runs = [submit(*race) for _ in range(4)]
-    box = node(owner, max_concurrency=2)
-    claimed: list[int] = []
-
-    def take(_: int) -> None:
-        c = services.run_claim(node=box)
-        if c is not None:
-            claimed.append(c.run.pk)
-
-    assert not in_threads(take, range(6))
-    assert len(claimed) == len(set(claimed)) == 2
-    assert set(claimed) == {runs[0].pk, runs[1].pk}
-    assert Run.objects.filter(node=box, state=RunState.LEASED).count() == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_run_locked_by_a_claim_in_flight_does_not_hide_the_others(owner, race):
-    if not connection.features.has_select_for_update_skip_locked:
-        pytest.skip("row locks (SKIP LOCKED) need PostgreSQL")
-    first, second = submit(*race), submit(*race)
-    node_a, node_b = node(owner, "a"), node(owner, "b")
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        # Another claim's transaction, caught between locking its run and committing.
-        try:
-            with transaction.atomic():
-                Run.objects.select_for_update().get(pk=first.pk)
-                locked.set()
-                release.wait(timeout=30)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(timeout=10)
-        c = services.run_claim(node=node_b)  # the plan gives `first` to a, `second` to b
-        assert c is not None
-        assert c.run.pk == second.pk
-        # a's own claim would take the locked run: it skips it rather than wait, and gets nothing yet.
-        assert services.run_claim(node=node_a) is None
-    finally:
-        release.set()
-        holder.join(timeout=30)
-    assert claim(node_a).run.pk == first.pk

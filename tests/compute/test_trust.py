@@ -18,7 +18,7 @@ from apps.compute.models import Node, Run
 from apps.projects.models import Membership, Role
 
 from ..factories import make_project, make_user, upload_notebook
-from .test_services import in_threads
+from .test_concurrent_claims import in_threads
 
 CREW = trust.Crew(members=frozenset({1, 2, 3}), writers=frozenset({1, 2}))  # 3 is a viewer
 

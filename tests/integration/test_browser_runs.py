@@ -19,7 +19,7 @@ from django.utils import timezone
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from apps.compute import services
-from apps.compute.models import Node, Run
+from apps.compute.models import Node, Run, RunEvent
 from apps.projects import services as project_services
 from tests.factories import PASSWORD, make_user
 
@@ -128,6 +128,12 @@ def test_run_from_notebook_page_and_watch_it_live(lab, live_server_url, browser_
     # The parameters cell papermill injected is shown and tagged.
     assert page.locator("li.cell .cell-tag:visible", has_text="injected parameters").count() == 1
     assert page.locator("li.cell.error").count() == 0
+    # A run whose node reported no GPU use (no NVML, or none used) shows no GPU section at all.
+    reported_gpus = in_orm_thread(
+        lambda: any(e.payload.get("gpus") for e in RunEvent.objects.filter(run_id=run_id, kind="resources"))
+    )
+    assert page.locator("#run-gpus").is_hidden() is not reported_gpus
+    assert page.locator("#run-gpus-label").is_hidden() is not reported_gpus
 
     # The cells turned green one by one, while the page watched (not all at once on load).
     seen = page.evaluate("window.__seen")
@@ -234,10 +240,19 @@ def test_run_page_resyncs_after_lost_messages_and_reconnects(require_redis, clai
     through the test, which drops messages and closes it: the page must fill every gap from REST."""
     lease = claimed_run
     # More events than one REST page (200) before the page opens: the first load follows `next`.
+    gpu = {
+        "index": 0,
+        "name": "<b>H100</b>",
+        "utilization_percent": 87.0,
+        "memory_used_mb": 30512,
+        "memory_total_mb": 81559,
+    }
     lease.events(
         ("cell_started", 3, {"source": "for i in range(230): print(i)", "injected": False}),
         *[("stream", 3, {"name": "stdout", "text": f"line {i}\n"}) for i in range(230)],
         ("cell_executed", 3, {"status": "ok", "duration": 1.5}),
+        ("resources", None, {"processes": 2, "rss_mb": 300.0, "cpu_percent": 99.5, "gpus": [gpu, "junk"]}),
+        ("resources", None, {"processes": 2, "rss_mb": 310.0, "cpu_percent": 12.0}),  # NVML gone: keep the last
     )
 
     page = browser_page
@@ -266,6 +281,11 @@ def test_run_page_resyncs_after_lost_messages_and_reconnects(require_redis, clai
     first.locator("pre.stream", has_text="line 229").wait_for()  # two REST pages
     assert first.locator("pre.stream").inner_text().count("line ") == 230
     assert page.locator("#run-state").inner_text() == "running"
+    assert page.locator("#run-resources").inner_text() == "12% CPU · 310 MiB · 2 processes"
+    gpus = page.locator("#run-gpus li[data-gpu-index='0']")
+    assert gpus.count() == 1
+    assert " ".join(gpus.inner_text().split()) == "#0 <b>H100</b> busy 87% memory 29.8 / 79.6 GiB"
+    assert page.locator("#run-gpus b").count() == 0
 
     page.locator("#cells[data-socket=open][data-syncing=false]").wait_for()  # caught up after connecting
 
@@ -297,6 +317,7 @@ def test_run_page_resyncs_after_lost_messages_and_reconnects(require_redis, clai
     page.locator("#run-state[data-state=queued]").wait_for()
     assert page.locator("li.cell").count() == 0
     assert page.locator("#run-attempt").inner_text() == "2"
+    assert page.locator("#run-gpus").is_hidden()  # attempt 2 may run on a node without GPUs
 
     lease.claim()
     lease.cell(3, "attempt two, first cell")

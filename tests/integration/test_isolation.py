@@ -139,8 +139,11 @@ for name, path in targets.items():
     except OSError as error:
         found[name] = type(error).__name__
 token_prefix = "rln" + "_"
-# papermill's environment (this kernel's parent) is the run's own: readable, and scrubbed.
-found["parent environ"] = open(f"/proc/{{os.getppid()}}/environ", "rb").read().decode().split("\0")
+# The kernel's parent (the run's keeper) is outside the sandbox's PID namespace (ppid 0) where
+# there is one; elsewhere its environment is the run's own: readable, and scrubbed.
+parent = os.getppid()
+found["parent pid"] = parent
+found["parent environ"] = open(f"/proc/{{parent}}/environ", "rb").read().decode().split("\0") if parent else []
 found["token anywhere in /proc"] = [
     p for p in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline")
     if os.access(p, os.R_OK) and token_prefix.encode() in open(p, "rb").read()
@@ -164,6 +167,8 @@ def test_a_notebook_cannot_read_the_sites_database_media_settings_nor_the_nodes_
     found = tagged(run.pk, "PROBE")
     for name in ("database", "database (relative)", "media", "settings", "cache"):
         assert found[name] in ("FileNotFoundError", "PermissionError"), (name, found[name])
+    if isolation_of(stack.nodes["local"]) == "bwrap":
+        assert found["parent pid"] == 0  # nothing outside its sandbox exists for the run
     parent = "\n".join(found["parent environ"])
     assert token not in parent
     assert SITE_SECRET not in parent

@@ -101,6 +101,36 @@ def test_api_rules_viewer_403_outsider_404_bad_settings_400(client_for, lab):
     assert client_for(make_user()).get(f"/api/v1/reproductions/{body['id']}/").status_code == 404
 
 
+def test_reruns_need_what_the_original_needed_unless_told_otherwise(lab):
+    owner, _, _, original = lab
+    # A row stored before gpus, isolation and network existed.
+    Run.objects.filter(pk=original.pk).update(requirements={"tags": ["lab"], "gpu": True, "min_gpu_memory_mb": 0})
+    original.refresh_from_db()
+    inherited = services.reproduction_start(original=original, user=owner).reruns.get()
+    assert inherited.requirements == {
+        "tags": ["lab"],
+        "gpu": True,
+        "gpus": 1,
+        "min_gpu_memory_mb": 0,
+        "isolation": None,
+        "network": False,
+    }
+    told = services.reproduction_start(original=original, user=owner, requirements={"isolation": "sandbox"})
+    assert told.requirements == told.reruns.get().requirements
+    assert told.requirements["isolation"] == "sandbox"
+    assert told.requirements["gpus"] == 0
+
+
+def test_bad_requirements_for_the_reruns_are_400_and_start_nothing(client_for, lab):
+    owner, _, _, original = lab
+    url = f"/api/v1/runs/{original.pk}/reproduce/"
+    response = client_for(owner).post(url, {"requirements": {"gpus": -1, "cores": 2}}, format="json")
+    assert response.status_code == 400
+    assert "Unknown requirement(s): cores." in response.json()["detail"]
+    assert not Reproduction.objects.exists()
+    assert Run.objects.count() == 1
+
+
 def test_reproduction_page_shows_evidence_escaped(client, lab):
     owner, _, node, original = lab
     reproduction = services.reproduction_start(original=original, user=owner)

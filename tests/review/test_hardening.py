@@ -284,6 +284,8 @@ def test_huge_or_unicode_numbers_on_the_desk_are_400_and_store_nothing(accepted_
     [
         ("rerun/", {"version": HUGE}),
         ("rerun/", {"requirements": DEEP}),
+        ("rerun/", {"requirements": {"gpus": 65}}),
+        ("rerun/", {"requirements": {"isolation": "vm", "network": True}}),
         ("comments/", {"body": "Hm.", "version": HUGE}),
         ("comments/", {"body": "Hm.", "line_start": HUGE}),
         ("comments/", {"body": "Hm.", "output_index": HUGE}),

@@ -1,0 +1,58 @@
+"""A run's inputs, placed in its working directory before its job starts: the notebook (inline in
+the claim when it is small, else fetched) and the dataset files from the node's content-addressed
+cache. The run reads them; it can never change the cache through them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import protocol
+from .cache import FileCache
+from .environment import KernelChoice, choose_kernel
+from .lease import RunContext
+
+NOTEBOOK = "_input.ipynb"
+OUTPUT = "_output.ipynb"
+
+
+def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Path, KernelChoice]:
+    """Write the notebook into the working directory; returns it and the kernel it runs on (a
+    notebook that names no kernel runs on its language's, python3 for Python, as Jupyter does)."""
+    run = ctx.run
+    inline = run.get("notebook_inline")
+    body = base64.b64decode(inline) if isinstance(inline, str) else ctx.call("GET", protocol.URL_NOTEBOOK).body
+    if hashlib.sha256(body).hexdigest() != run["notebook_sha256"]:
+        raise RuntimeError("the notebook arrived corrupted (sha256 mismatch)")
+    notebook = ctx.workdir / NOTEBOOK
+    notebook.write_bytes(body)
+    notebook.chmod(0o644)
+    try:
+        metadata = json.loads(body).get("metadata", {})
+    except (ValueError, RecursionError, AttributeError) as error:
+        raise RuntimeError(f"the notebook is not readable JSON: {error}") from error
+    return notebook, choose_kernel(metadata if isinstance(metadata, dict) else {}, override=kernel_override)
+
+
+def place_files(ctx: RunContext, cache: FileCache, *, copy: bool) -> None:
+    """The run's dataset files, from the cache. `copy` when the run has the agent's own uid (a
+    hard link would let it rewrite the cached file for later runs); a run uid gets links to files
+    it can read and not write."""
+    for item in ctx.run["files"]:
+        cached = cache.fetch(ctx.client, item["url"], item["sha256"], ctx.token)
+        target = (ctx.workdir / item["path"]).resolve()
+        if ctx.workdir.resolve() not in target.parents:  # the site validates paths; check anyway
+            raise RuntimeError(f"unsafe input path {item['path']!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(cached, 0o644)
+        if copy:
+            shutil.copyfile(cached, target)
+            continue
+        try:
+            os.link(cached, target)
+        except OSError:  # another file system
+            shutil.copyfile(cached, target)

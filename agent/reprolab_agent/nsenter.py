@@ -1,0 +1,142 @@
+"""Entering a run's sandbox from a forked process, and giving up every privilege before any run
+code exists.
+
+bubblewrap builds the sandbox once per run (its mount, PID, network, IPC and UTS namespaces, and
+a user namespace when the agent is not root) around a placeholder process; a process forked from
+the warm template then joins those namespaces with setns(2) (reprolab_agent.runproc). Joining
+needs privilege over the namespaces (root, or the owner of the sandbox's user namespace, which
+gets every capability inside it), so the joiner must drop it all at once afterwards: every
+capability, the bounding set, set-uid gains (no_new_privs) and, for a root agent, root itself.
+
+Linux only; Python 3.11 has no os.setns, so the calls go through libc with ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+# Join order: the user namespace first (it grants the privilege to join the rest), the mount
+# namespace last (it moves the root and the working directory), the PID namespace before it (it
+# applies to children only, so it may come late).
+NAMESPACES = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt")
+
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def differing_namespaces(pid: int, *, proc: Path = Path("/proc")) -> list[str]:
+    """The namespaces of process `pid` that are not this process's own, in join order (what
+    bubblewrap actually unshared for the sandbox, whatever its options were)."""
+    found = []
+    for name in NAMESPACES:
+        try:
+            theirs = os.readlink(proc / str(pid) / "ns" / name)
+            mine = os.readlink(proc / "self" / "ns" / name)
+        except FileNotFoundError:  # a kernel without this namespace type
+            continue
+        if theirs != mine:
+            found.append(name)
+    return found
+
+
+def open_namespaces(pid: int, names: list[str]) -> list[int]:
+    """File descriptors of `pid`'s namespaces (held, they keep the sandbox joinable even if the
+    placeholder ends, and they cannot be confused with a recycled pid)."""
+    return [os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in names]
+
+
+def join(fds: list[int]) -> None:
+    """setns(2) into each namespace, in the order given (see NAMESPACES). Closes the fds. The
+    caller must be single-threaded (a freshly forked child): the kernel refuses a user
+    namespace change otherwise."""
+    for fd in fds:
+        try:
+            _check(_libc.setns(fd, 0), "setns")
+        finally:
+            os.close(fd)
+
+
+def no_new_privs() -> None:
+    """Nothing this process or its children execute can gain privileges (set-uid binaries,
+    file capabilities)."""
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def _last_capability() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 40
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding set (so no exec can regain a capability), the ambient set, and the
+    effective, permitted and inheritable sets. Needs CAP_SETPCAP for the bounding set, which a
+    process that just joined its own user namespace, or root, has."""
+    drop_bounding_set()
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # EINVAL on kernels without ambient sets
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()  # zeroed: no capability in any set
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def become(uid: int, gid: int) -> None:
+    """Switch to an unprivileged uid and gid for good (real, effective and saved); the kernel
+    clears the permitted and effective capabilities as root is left."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise OSError(f"could not switch to uid {uid}")
+
+
+def enter(fds: list[int], *, uid: int | None = None, gid: int | None = None) -> None:
+    """Join the sandbox's namespaces, then give up every privilege: a run uid (`uid`, for a root
+    agent), or every capability (a process that joined the sandbox's user namespace holds them
+    all there), and set-uid gains either way."""
+    join(fds)
+    if uid is not None:
+        drop_bounding_set()
+        become(uid, uid if gid is None else gid)
+    elif fds or os.geteuid() == 0:
+        drop_capabilities()
+    no_new_privs()
+
+
+def drop_bounding_set() -> None:
+    for capability in range(_last_capability() + 1):
+        if _libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+            _check(-1, f"prctl(PR_CAPBSET_DROP, {capability})")  # EINVAL: no such capability here
+
+
+def capabilities_of_self() -> Mapping[str, int]:
+    """The capability sets of this process as /proc shows them (tests check they are empty)."""
+    sets = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            sets[key] = int(value.strip(), 16)
+    return sets

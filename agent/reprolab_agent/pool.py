@@ -1,0 +1,441 @@
+"""Warm capacity on the agent's side: the template process, and a pool of slots, each a run's
+sandbox with a run process and a kernel already waiting in it.
+
+A slot is used by exactly one run and then discarded: a fresh working directory, a fresh
+sandbox, fresh processes (nothing passes from one run to the next). The pool keeps one ready slot
+per free run slot of the agent plus a spare, made in the background while runs execute, so a
+claimed run normally starts on a kernel that is already up. Slots are made for the common case (no
+network, no GPU); a run that needs the network or GPUs gets a slot made for it when it is claimed,
+from the same template (a fork, not a boot).
+
+How a slot is made:
+1. a fresh working directory (given to the run uid when the agent is root);
+2. at level bwrap, the sandbox: bubblewrap around a placeholder (`cat` reading a pipe only the
+   agent holds) whose namespaces the run process joins; closing the pipe, or the agent dying,
+   ends the placeholder and with it the sandbox's PID namespace, so every process of the run;
+   at the other levels the same pipe is the kernel's lifeline;
+3. the template forks the run process (reprolab_agent.runproc), passed its pipes and the
+   sandbox's namespaces as file descriptors;
+4. the run process says `ready` once its kernel answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from . import nsenter
+from .environment import run_environment
+from .gpus import gpu_environment
+from .limits import Limits
+from .sandbox import RunUser, Sandbox, agent_pythonpath, hand_over
+
+log = logging.getLogger("reprolab_agent")
+
+TEMPLATE_START_SECONDS = 120.0
+SLOT_READY_SECONDS = 90.0
+# Runs once bubblewrap has built the sandbox (so "ready" means its mounts are in place), then
+# reads the pipe only the agent holds, and ends when it closes.
+PLACEHOLDER = ("/bin/sh", "-c", "echo ready && exec cat")
+
+
+class TemplateFailed(RuntimeError):
+    """The warm template could not start, or could not fork a run process."""
+
+
+class Template:
+    """The warm template process (reprolab_agent.warm), owned by the agent."""
+
+    def __init__(self, *, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.channel: socket.socket | None = None
+        self.hello: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one request at a time on the channel
+
+    def start(self) -> dict[str, Any]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reprolab_agent.warm", "--control", str(theirs.fileno())],
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # a Ctrl-C at the agent's terminal is the agent's to handle
+            )
+        finally:
+            theirs.close()
+        self.channel = ours
+        ours.settimeout(TEMPLATE_START_SECONDS)
+        try:
+            reply = json.loads(ours.recv(1 << 16) or b"{}")
+        except (OSError, ValueError) as error:
+            self.stop()
+            raise TemplateFailed(f"the warm template did not start: {error}") from error
+        ours.settimeout(None)
+        if "hello" not in reply:
+            self.stop()
+            raise TemplateFailed(f"the warm template did not start: {reply.get('error', 'it exited')}")
+        self.hello = reply["hello"]
+        return self.hello
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def fork(self, spec: dict[str, Any], fds: Sequence[tuple[str, int]]) -> int:
+        """Ask for a run process; returns its pid."""
+        with self._lock:
+            if self.channel is None or not self.alive():
+                raise TemplateFailed("the warm template is not running")
+            message = json.dumps({"spec": spec, "fds": [name for name, _ in fds]}).encode()
+            try:
+                socket.send_fds(self.channel, [message], [fd for _, fd in fds])
+                reply = json.loads(self.channel.recv(1 << 16) or b"{}")
+            except (OSError, ValueError) as error:
+                raise TemplateFailed(f"the warm template failed: {error}") from error
+        if "pid" not in reply:
+            raise TemplateFailed(f"the warm template refused: {reply.get('error', 'it exited')}")
+        return int(reply["pid"])
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()  # end of file: the template exits
+            self.channel = None
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Slot:
+    """A run's sandbox with its run process and kernel; used once."""
+
+    workdir: Path
+    user: RunUser | None
+    events: IO[str]  # the run process's event channel
+    job: int  # write end of its job channel
+    hold: int  # write end of the placeholder's (or the kernel's lifeline) pipe
+    placeholder: subprocess.Popen[bytes] | None  # bubblewrap, at level bwrap
+    network: bool = False
+    gpus: tuple[int, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # the run's whole environment
+    kernel_pid: int | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
+    killed: bool = False
+    discarded: bool = False
+
+    def start(self, job: dict[str, Any]) -> None:
+        os.write(self.job, (json.dumps(job) + "\n").encode())
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.job, b'{"interrupt": true}\n')
+
+    def kill(self) -> None:
+        """End every process of the run now: the sandbox's PID namespace (at level bwrap), the
+        kernel's session (its lifeline), the run process (its job channel)."""
+        self.killed = True
+        for fd in (self.hold, self.job):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.hold = self.job = -1
+        if self.placeholder is not None and self.placeholder.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.placeholder.pid, signal.SIGKILL)
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        """The run process's events, until its channel ends."""
+        for line in self.events:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
+
+
+class WarmPool:
+    """Ready slots for an agent's runs; see the module doc."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        work_root: Path,
+        limits: Limits,
+        concurrency: int,
+        spare: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.sandbox = sandbox
+        self.work_root = work_root
+        self.limits = limits
+        self.concurrency = concurrency
+        self.spare = spare
+        self.env_source = dict(os.environ if env is None else env)
+        self.template = Template(
+            env=run_environment(self.env_source, workdir=work_root, pythonpath=agent_pythonpath()), cwd=work_root
+        )
+        self.warm_kernels: list[str] = []
+        self._ready: list[Slot] = []
+        self._starting = 0
+        self._in_use = 0
+        self._closing = False
+        self._failures = 0
+        self._cond = threading.Condition()
+        self._filler: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        hello = self.template.start()
+        self.warm_kernels = list(hello.get("warm_kernels") or [])
+        if hello.get("missing"):
+            log.warning("warm template: could not import %s; kernels start cold", ", ".join(hello["missing"]))
+        log.info(
+            "warm template ready in %.1f s (kernels kept warm: %s)",
+            hello.get("import_seconds", 0),
+            self.warm_kernels or "none",
+        )
+        self._filler = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
+        self._filler.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            ready, self._ready = self._ready, []
+            self._cond.notify_all()
+        for slot in ready:
+            self.discard(slot)
+        if self._filler is not None:
+            self._filler.join(timeout=SLOT_READY_SECONDS)
+        self.template.stop()
+
+    @property
+    def target(self) -> int:
+        """Ready slots wanted now: one per free run slot, plus the spare."""
+        return max(0, self.concurrency - self._in_use) + self.spare
+
+    # -- taking and returning slots -----------------------------------------------------------------
+    def take(self, *, network: bool = False, gpus: Sequence[int] = ()) -> Slot:
+        """A slot for a run: a ready one from the pool, or one made now (for a run that needs the
+        network or GPUs, or when none is ready or coming)."""
+        if network or gpus:
+            with self._cond:
+                self._in_use += 1
+            try:
+                return self.make(network=network, gpus=tuple(gpus))
+            except BaseException:
+                self.give_back()
+                raise
+        with self._cond:
+            self._in_use += 1
+            deadline = time.monotonic() + SLOT_READY_SECONDS
+            while not self._ready and self._starting and not self._closing and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.5)
+            slot = self._ready.pop(0) if self._ready else None
+            self._cond.notify_all()
+        if slot is not None:
+            return slot
+        try:
+            return self.make()
+        except BaseException:
+            self.give_back()
+            raise
+
+    def give_back(self) -> None:
+        """A run is over (its slot is discarded by `discard`): the pool may make another."""
+        with self._cond:
+            self._in_use = max(0, self._in_use - 1)
+            self._cond.notify_all()
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and len(self._ready) + self._starting >= self.target:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                self._starting += 1
+            slot: Slot | None = None
+            try:
+                slot = self.make()
+                self._failures = 0
+            except Exception as error:
+                self._failures += 1
+                log.warning("warm pool: could not make a slot (%s)", error)
+            finally:
+                with self._cond:
+                    self._starting -= 1
+                    if slot is not None and not self._closing:
+                        self._ready.append(slot)
+                        slot = None
+                    self._cond.notify_all()
+            if slot is not None:  # closing meanwhile
+                self.discard(slot)
+            if self._failures:
+                time.sleep(min(30.0, 0.5 * 2**self._failures))
+
+    # -- making and discarding one slot ---------------------------------------------------------------
+    def make(self, *, network: bool = False, gpus: tuple[int, ...] = ()) -> Slot:
+        """A new slot, ready (its kernel answered), or an exception saying why not."""
+        if not self.template.alive():
+            log.warning("warm template is gone; starting it again")
+            self.template.start()
+        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_root))
+        user = self.sandbox.acquire()
+        hold_read, hold = os.pipe()
+        events_read, events_write = os.pipe()
+        job_read, job = os.pipe()
+        placeholder: subprocess.Popen[bytes] | None = None
+        namespaces: list[tuple[str, int]] = []
+        slot: Slot | None = None
+        try:
+            (workdir / ".tmp").mkdir()
+            if user is not None:
+                hand_over(workdir, user.uid, user.gid)
+            if self.sandbox.level == "bwrap":
+                placeholder, namespaces = self._sandbox(workdir, user, hold_read, network=network, gpus=bool(gpus))
+            env = run_environment(self.env_source, workdir=workdir, pythonpath=agent_pythonpath())
+            env.update(gpu_environment(gpus))
+            spec = {
+                "workdir": str(workdir),
+                "env": env,
+                "limits": self.limits.to_json(),
+                "uid": user.uid if user else None,
+                "gid": user.gid if user else None,
+            }
+            fds = [("events", events_write), ("job", job_read)]
+            fds += [(f"ns:{name}", fd) for name, fd in namespaces]
+            if placeholder is None:
+                fds.append(("lifeline", hold_read))
+            self.template.fork(spec, fds)
+            slot = Slot(
+                workdir=workdir,
+                user=user,
+                events=os.fdopen(events_read, "r"),
+                job=job,
+                hold=hold,
+                placeholder=placeholder,
+                network=network,
+                gpus=gpus,
+                env=env,
+            )
+        finally:
+            for fd in (hold_read, events_write, job_read, *(fd for _, fd in namespaces)):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if slot is None:
+                for fd in (events_read, job, hold):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                if placeholder is not None:
+                    _end(placeholder)
+                self.sandbox.finish(workdir, user)
+                shutil.rmtree(workdir, ignore_errors=True)
+        self._await_ready(slot)
+        return slot
+
+    def _sandbox(
+        self, workdir: Path, user: RunUser | None, hold_read: int, *, network: bool, gpus: bool
+    ) -> tuple[subprocess.Popen[bytes], list[tuple[str, int]]]:
+        """bubblewrap around the placeholder; returns it and its namespaces (open fds)."""
+        info_read, info_write = os.pipe()
+        args = self.sandbox.bwrap_args(
+            workdir,
+            None,
+            network=network,
+            gpus=gpus,
+            tmp_bytes=self.limits.workdir_mb * 2**20,
+            die_with_parent=False,  # the placeholder's pipe ends it with the agent, whichever thread made it
+        )
+        args = [*args[:-1], "--info-fd", str(info_write), "--", *PLACEHOLDER]
+        try:
+            process = subprocess.Popen(
+                args,
+                stdin=hold_read,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(info_write,),
+                cwd=workdir,
+                start_new_session=True,
+            )
+        finally:
+            os.close(info_write)
+        with os.fdopen(info_read, "rb") as info_file:
+            info = info_file.read()
+        assert process.stdout is not None
+        started = process.stdout.readline() == b"ready\n"  # the sandbox is built
+        process.stdout.close()
+        try:
+            if not started:
+                raise ValueError("the placeholder did not start")
+            child = int(json.loads(info)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            _end(process)
+            said = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+            raise RuntimeError(f"bubblewrap did not start the sandbox: {said or info!r}") from None
+        names = nsenter.differing_namespaces(child)
+        return process, list(zip(names, nsenter.open_namespaces(child, names), strict=True))
+
+    def _await_ready(self, slot: Slot) -> None:
+        """Read the slot's events up to `ready`; discard it and raise if it fails instead."""
+        for event in slot.lines():
+            kind = event.get("kind")
+            if kind == "ready":
+                slot.ready = event.get("payload") or {}
+                slot.kernel_pid = slot.ready.get("kernel_pid")
+                return
+            if kind in ("failed", "exit"):
+                self.discard(slot)
+                raise RuntimeError(
+                    f"the run process failed to start: {(event.get('payload') or {}).get('message', kind)}"
+                )
+        self.discard(slot)
+        raise RuntimeError("the run process ended before it was ready")
+
+    def discard(self, slot: Slot) -> None:
+        """End the slot's processes and give its uid and files back (the caller removes the
+        working directory once it has read what it needs from it). Once only: the uid it frees
+        may be another slot's a moment later."""
+        if slot.discarded:
+            return
+        slot.discarded = True
+        slot.kill()
+        if slot.placeholder is not None:
+            _end(slot.placeholder)
+        with contextlib.suppress(OSError):
+            slot.events.close()
+        self.sandbox.finish(slot.workdir, slot.user)
+
+    def remove(self, slot: Slot) -> None:
+        shutil.rmtree(slot.workdir, ignore_errors=True)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if process.stderr is not None:
+        process.stderr.close()

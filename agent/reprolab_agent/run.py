@@ -1,0 +1,278 @@
+"""One claimed run, from lease to completion: take a warm slot, place the inputs, start the job on
+the waiting kernel, stream its events, watch it, upload what it left, complete (or release).
+
+Failures of the node rather than of the notebook (no slot could be made, the kernel did not start,
+the site stayed unreachable for an upload) are released as "infrastructure": the site retries them
+elsewhere, up to its max_attempts. A run interrupted by the agent's shutdown is released as
+"shutdown", which costs it no attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .cache import FileCache
+from .client import Client, GaveUp
+from .environment import KernelChoice, capture
+from .execute import EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED
+from .gpus import GpuSampler, GpuSlots
+from .inputs import NOTEBOOK, OUTPUT, place_files, place_notebook
+from .lease import EventSender, Heartbeat, LeaseLost, RunContext
+from .limits import Limits, describe
+from .pool import Slot, WarmPool
+from .results import Results
+from .sandbox import Sandbox, hand_over
+from .watch import RunWatch
+
+log = logging.getLogger("reprolab_agent")
+
+EXIT_STATES = {0: protocol.SUCCEEDED, EXIT_NOTEBOOK_RAISED: protocol.FAILED, 4: protocol.FAILED}
+RELEASE_RETRY_SECONDS = 10.0  # a release is worth a few retries; then the lease expires instead
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        client: Client,
+        cache: FileCache,
+        work_root: Path,
+        *,
+        pool: WarmPool | None = None,
+        kernel: str | None = None,
+        network: bool = False,
+        gpus: GpuSlots | None = None,
+        gpu_sampler: GpuSampler | None = None,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.work_root = work_root
+        self.pool = pool
+        self.kernel = kernel  # the node's kernel for every run (--kernel), else the notebook's
+        self.network = network  # the node's owner lets runs that ask for it use the network
+        self.gpus = gpus or GpuSlots([])
+        self.gpu_sampler = gpu_sampler
+        self.results = Results(client, cache)
+        self.shutdown = threading.Event()  # set by the Agent when its grace period ends
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.pool.sandbox if self.pool is not None else Sandbox("none")
+
+    @property
+    def limits(self) -> Limits:
+        return self.pool.limits if self.pool is not None else Limits()
+
+    # -- one run ------------------------------------------------------------------------------------
+    def execute(self, claim: dict[str, Any]) -> str:
+        """Run one claimed run to its end. Returns the final state reported (or 'lost',
+        'released')."""
+        ctx = RunContext(claim=claim, client=self.client, workdir=self.work_root, shutdown=self.shutdown)
+        heartbeat = Heartbeat(ctx)
+        heartbeat.start()
+        try:
+            return self._execute(ctx, heartbeat)
+        except LeaseLost as error:
+            log.warning("%s", error)
+            return "lost"
+        finally:
+            heartbeat.stop.set()
+            heartbeat.wake.set()
+
+    def _execute(self, ctx: RunContext, heartbeat: Heartbeat) -> str:
+        requirements = ctx.run.get("requirements") or {}
+        wanted = int(requirements.get(protocol.REQ_GPUS) or (1 if requirements.get(protocol.REQ_GPU) else 0))
+        gpus = self.gpus.acquire(wanted, int(requirements.get(protocol.REQ_MIN_GPU_MEMORY_MB) or 0))
+        if gpus is None:
+            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"no {wanted} free GPU(s) on this node now")
+        network = bool(requirements.get(protocol.REQ_NETWORK)) and self.network
+        try:
+            if self.pool is None:
+                raise RuntimeError("the agent has no warm pool")
+            slot = self.pool.take(network=network, gpus=gpus)
+        except Exception as error:  # the node cannot make a sandbox or a kernel now
+            self.gpus.release(gpus)
+            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not prepare the run: {error}")
+        try:
+            ctx.workdir = slot.workdir
+            return self._on_slot(ctx, slot, heartbeat)
+        finally:
+            self.pool.discard(slot)  # no process of the run survives this
+            self.pool.remove(slot)
+            self.pool.give_back()
+            self.gpus.release(gpus)
+
+    def _on_slot(self, ctx: RunContext, slot: Slot, heartbeat: Heartbeat) -> str:
+        try:
+            notebook, kernel = place_notebook(ctx, kernel_override=self.kernel)
+            place_files(ctx, self.cache, copy=self.sandbox.level != "none" and slot.user is None)
+            if slot.user is not None:  # folders the inputs brought are the run's to write in
+                hand_over(slot.workdir, slot.user.uid, slot.user.gid)
+        except GaveUp as error:  # the site stayed unreachable: not the notebook's fault
+            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not fetch the inputs: {error}")
+        except RuntimeError as error:
+            return self.complete(ctx, protocol.FAILED, f"Could not prepare the run: {error}")
+        if ctx.shutdown.is_set():
+            return self.release(ctx, protocol.RELEASE_SHUTDOWN, "the agent stopped before the run started")
+        events = EventSender(ctx)
+        snapshot = threading.Thread(target=self._record_environment, args=(ctx, notebook, kernel, slot), daemon=True)
+        snapshot.start()  # sent while the run executes: nothing waits on it but `complete`
+        events.start()
+        try:
+            code, last_log = self._run_job(ctx, slot, kernel, events, heartbeat)
+        finally:
+            events.done.set()  # on any error too: no flusher thread outlives its run
+        if self.pool is not None:
+            self.pool.discard(slot)  # every process of the run ends before its files are read back
+        events.close()
+        snapshot.join()
+        return self._settle(ctx, code, last_log)
+
+    def _record_environment(self, ctx: RunContext, notebook: Path, kernel: KernelChoice, slot: Slot) -> None:
+        """The environment snapshot. The inputs' sha256 are the ones verified on fetch (the
+        node's cache is content-addressed), so nothing is hashed twice."""
+        run = ctx.run
+        inputs = [{"role": "notebook", "path": run["notebook_path"], "sha256": run["notebook_sha256"]}]
+        inputs[0]["size"] = notebook.stat().st_size
+        inputs += [
+            {"role": "data", "path": f["path"], "sha256": f["sha256"], "size": f["size"], "dataset": f.get("dataset")}
+            for f in run["files"]
+        ]
+        if ctx.url(protocol.URL_ENVIRONMENT) is None:
+            return
+        snapshot = capture(kernel_name=kernel.name, kernel_chosen=kernel.chosen, inputs=inputs, env=slot.env)
+        with contextlib.suppress(LeaseLost, GaveUp, RuntimeError):  # the run's completion says what matters
+            ctx.call("POST", protocol.URL_ENVIRONMENT, json_body={"lease_id": ctx.lease_id, "environment": snapshot})
+
+    def _run_job(
+        self, ctx: RunContext, slot: Slot, kernel: KernelChoice, events: EventSender, heartbeat: Heartbeat
+    ) -> tuple[int, str]:
+        """Start the job on the slot's waiting kernel, forward its events until it ends, with
+        the watch over it. Returns the exit code and the last log message."""
+        message = f"{kernel.describe()}; isolation: {self.sandbox.level}"
+        if slot.gpus:
+            message += f"; GPUs {','.join(map(str, slot.gpus))}"
+        events.add(
+            {
+                "kind": protocol.LOG,
+                "payload": {"message": message, "kernel": kernel.name, "kernel_chosen": kernel.chosen},
+            }
+        )
+        slot.start(
+            {
+                "input": NOTEBOOK,
+                "output": OUTPUT,
+                "parameters": ctx.run["parameters"],
+                "kernel": kernel.name,
+                "language": kernel.language,
+            }
+        )
+        heartbeat.running()  # the site shows it running; the run does not wait for that
+        sampler = self.gpu_sampler
+        watch = RunWatch(
+            ctx,
+            slot,
+            events,
+            limits=self.limits,
+            kernel_pid=slot.kernel_pid,
+            timeout=float(ctx.run["timeout_seconds"]),
+            gpus=(lambda: sampler.sample(slot.gpus)) if sampler is not None and slot.gpus else None,
+        )
+        watch.start()
+        code, last_log = EXIT_INTERRUPTED if slot.killed else -1, ""
+        try:
+            for event in slot.lines():
+                kind = event.get("kind")
+                payload = event.get("payload") or {}
+                if kind == "exit":
+                    code = int(payload.get("code", -1))
+                    continue
+                if kind == protocol.LOG:
+                    last_log = str(payload.get("message", ""))
+                elif kind == protocol.CELL_STARTED:
+                    ctx.current_cell = event.get("cell_index")
+                if kind in protocol.AGENT_EVENT_KINDS:
+                    events.add(event)
+        finally:
+            ctx.finished.set()
+            watch.join()
+        return code, last_log
+
+    def _settle(self, ctx: RunContext, code: int, last_log: str) -> str:
+        if ctx.lease_lost.is_set():
+            raise LeaseLost(f"run {ctx.run_id}: lease lost while running")
+        if ctx.stopped_for == "shutdown":
+            return self.release(
+                ctx, protocol.RELEASE_SHUTDOWN, "the agent stopped; its grace period ended before the run did"
+            )
+        if code == EXIT_KERNEL_DID_NOT_START and not ctx.cancel.is_set():
+            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, last_log or "the kernel did not start")
+        state = protocol.CANCELLED if ctx.cancel.is_set() else EXIT_STATES.get(code, protocol.FAILED)
+        message = "" if state == protocol.SUCCEEDED and not ctx.stopped_for else self._error_text(code, ctx, last_log)
+        if ctx.stopped_for:
+            state = protocol.FAILED
+        output = ctx.workdir / OUTPUT
+        try:
+            if output.exists():
+                self.results.upload(ctx, output)
+            elif state == protocol.SUCCEEDED:
+                state, message = protocol.FAILED, "papermill wrote no output notebook"
+            self.results.upload_artifacts(ctx, compare=state == protocol.SUCCEEDED)
+        except GaveUp as error:  # the site stayed unreachable through every retry
+            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not upload the results: {error}")
+        except RuntimeError as error:  # the site refused the output (4xx): that is the result
+            state, message = protocol.FAILED, f"The site refused the output notebook: {error}"
+        return self.complete(ctx, state, message)
+
+    def _error_text(self, code: int, ctx: RunContext, last_log: str) -> str:
+        if ctx.stopped_for:  # a limit the run broke: "memory limit 2 GiB exceeded in cell 4"
+            return ctx.stopped_for[0].upper() + ctx.stopped_for[1:] + "."
+        if ctx.claim.get("timed_out"):
+            return f"Timed out after {ctx.run['timeout_seconds']} s."
+        if ctx.cancel.is_set():
+            return "Cancelled on request."
+        if code == EXIT_NOTEBOOK_RAISED and last_log.startswith("MemoryError") and self.limits.memory_mb:
+            # The kernel refused the allocation at the run's limit (RLIMIT_DATA): say which.
+            where = f" in cell {ctx.current_cell}" if ctx.current_cell is not None else ""
+            return f"{describe('memory', self.limits).capitalize()} exceeded{where}: {last_log}"
+        reason = {3: "The notebook raised an error", 4: "papermill or the kernel failed"}.get(code, f"exit code {code}")
+        return f"{reason}: {last_log}" if last_log else f"{reason}."
+
+    # -- ending a run ---------------------------------------------------------------------------------
+    def complete(self, ctx: RunContext, state: str, error: str = "") -> str:
+        ctx.settled.set()  # the heartbeat stops renewing: this call ends the lease
+        ctx.call("POST", protocol.URL_COMPLETE, json_body={"lease_id": ctx.lease_id, "state": state, "error": error})
+        log.info("run %s: %s", ctx.run_id, state)
+        return state
+
+    def release(self, ctx: RunContext, reason: str, detail: str) -> str:
+        """Hand the run back to the site, which requeues it at once (`shutdown` costs it no
+        attempt). If the site cannot be told, the lease runs out and the sweeper requeues it."""
+        ctx.settled.set()
+        if ctx.url(protocol.URL_RELEASE) is None:  # a site older than the release endpoint
+            log.warning("run %s: the site cannot take it back; its lease will run out", ctx.run_id)
+            return "lost"
+        try:
+            ctx.call(
+                "POST",
+                protocol.URL_RELEASE,
+                json_body={"lease_id": ctx.lease_id, "reason": reason, "detail": detail[:2000]},
+                retry_for=RELEASE_RETRY_SECONDS,
+            )
+        except LeaseLost:
+            log.info("run %s: its lease had already ended; nothing to release", ctx.run_id)
+            return "lost"
+        except (GaveUp, RuntimeError) as error:
+            log.warning("run %s: could not release it (%s); its lease will run out", ctx.run_id, error)
+            return "lost"
+        log.info("run %s: released (%s): %s", ctx.run_id, reason, detail)
+        return "released"
+
+    def hand_back(self, claim: dict[str, Any]) -> str:
+        """Release a run claimed just as the agent began to stop, without starting it."""
+        ctx = RunContext(claim=claim, client=self.client, workdir=self.work_root, shutdown=self.shutdown)
+        return self.release(ctx, protocol.RELEASE_SHUTDOWN, "claimed as the agent was stopping")
