@@ -24,7 +24,7 @@ def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Pat
     """Write the notebook into the working directory; returns it and the kernel it runs on (a
     notebook that names no kernel runs on its language's, python3 for Python, as Jupyter does)."""
     run = ctx.run
-    inline = run.get("notebook_inline")
+    inline = run.get(protocol.RUN_NOTEBOOK_INLINE)
     body = base64.b64decode(inline) if isinstance(inline, str) else ctx.call("GET", protocol.URL_NOTEBOOK).body
     if hashlib.sha256(body).hexdigest() != run["notebook_sha256"]:
         raise RuntimeError("the notebook arrived corrupted (sha256 mismatch)")

@@ -70,8 +70,8 @@ class RunContext:
 
 
 class Heartbeat(threading.Thread):
-    """Renews the lease every `heartbeat_seconds`, and at once when the run starts (so the site
-    shows it running without the run waiting on that round trip)."""
+    """Renews the lease every `heartbeat_seconds` (`wake` beats now). The site marks the run
+    running on its first events, so starting it costs no round trip of its own."""
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(name=f"heartbeat-{ctx.run_id}", daemon=True)
@@ -105,11 +105,6 @@ class Heartbeat(threading.Thread):
         except (GaveUp, RuntimeError) as error:
             log.warning("run %s: heartbeat failed: %s", self.ctx.run_id, error)
         return True
-
-    def running(self) -> None:
-        """The run has started: say so on the next beat, which is now."""
-        self.ctx.started.set()
-        self.wake.set()
 
     def run(self) -> None:
         while True:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-# Join order: the user namespace first (it grants the privilege to join the rest), the mount
-# namespace last (it moves the root and the working directory), the PID namespace before it (it
-# applies to children only, so it may come late).
+# Join order within one user namespace: the user namespace first (it grants the privilege to
+# join the rest), the mount namespace last (it moves the root and the working directory), the PID
+# namespace before it (it applies to children only, so it may come late). See join_plan.
 NAMESPACES = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt")
 
 _PR_CAPBSET_DROP = 24
@@ -29,6 +30,8 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_NS_GET_USERNS = 0xB701  # ioctl: the user namespace owning a namespace
+_NS_GET_PARENT = 0xB702  # ioctl: the parent of a user (or PID) namespace
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -62,10 +65,39 @@ def differing_namespaces(pid: int, *, proc: Path = Path("/proc")) -> list[str]:
     return found
 
 
-def open_namespaces(pid: int, names: list[str]) -> list[int]:
-    """File descriptors of `pid`'s namespaces (held, they keep the sandbox joinable even if the
-    placeholder ends, and they cannot be confused with a recycled pid)."""
-    return [os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in names]
+def join_plan(pid: int) -> list[tuple[str, int]]:
+    """The namespaces of `pid` that differ from this process's, as open file descriptors in the
+    order a process must join them (held fds keep the sandbox joinable and cannot be confused with
+    a recycled pid).
+
+    Without a user namespace (a root agent) that is NAMESPACES' order. With one, bubblewrap may
+    nest two (`--disable-userns` puts the sandbox in an inner one), and its other namespaces belong
+    to the outer: a process joins a namespace only with privilege in the user namespace owning
+    it, and entering the inner one gives that up in the outer. So the plan walks the user
+    namespaces outermost first, each followed by the namespaces it owns."""
+    names = differing_namespaces(pid)
+    fds = {name: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in names}
+    if "user" not in fds:
+        return [(name, fds[name]) for name in names]
+    mine = os.stat("/proc/self/ns/user").st_ino
+    chain = [fds.pop("user")]
+    while True:  # up to (not including) this process's own user namespace
+        parent = fcntl.ioctl(chain[-1], _NS_GET_PARENT)
+        if os.fstat(parent).st_ino == mine:
+            os.close(parent)
+            break
+        chain.append(parent)
+    owners = {}
+    for name, fd in fds.items():
+        owner = fcntl.ioctl(fd, _NS_GET_USERNS)
+        owners[name] = os.fstat(owner).st_ino
+        os.close(owner)
+    plan: list[tuple[str, int]] = []
+    for user in reversed(chain):
+        plan.append(("user", user))
+        inode = os.fstat(user).st_ino
+        plan += [(name, fds.pop(name)) for name in NAMESPACES if name in fds and owners[name] == inode]
+    return plan + list(fds.items())  # owned elsewhere: joining them fails, and says so
 
 
 def join(fds: list[int]) -> None:

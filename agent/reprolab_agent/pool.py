@@ -48,6 +48,7 @@ log = logging.getLogger("reprolab_agent")
 
 TEMPLATE_START_SECONDS = 120.0
 SLOT_READY_SECONDS = 90.0
+FORK_SECONDS = 30.0
 # Runs once bubblewrap has built the sandbox (so "ready" means its mounts are in place), then
 # reads the pipe only the agent holds, and ends when it closes.
 PLACEHOLDER = ("/bin/sh", "-c", "echo ready && exec cat")
@@ -100,15 +101,18 @@ class Template:
         return self.process is not None and self.process.poll() is None
 
     def fork(self, spec: dict[str, Any], fds: Sequence[tuple[str, int]]) -> int:
-        """Ask for a run process; returns its pid."""
+        """Ask for a run process; returns its pid. A template that does not answer in time is
+        stopped (the next slot starts a new one)."""
         with self._lock:
             if self.channel is None or not self.alive():
                 raise TemplateFailed("the warm template is not running")
             message = json.dumps({"spec": spec, "fds": [name for name, _ in fds]}).encode()
             try:
+                self.channel.settimeout(FORK_SECONDS)
                 socket.send_fds(self.channel, [message], [fd for _, fd in fds])
                 reply = json.loads(self.channel.recv(1 << 16) or b"{}")
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError) as error:  # a timeout is an OSError too
+                self.stop()
                 raise TemplateFailed(f"the warm template failed: {error}") from error
         if "pid" not in reply:
             raise TemplateFailed(f"the warm template refused: {reply.get('error', 'it exited')}")
@@ -395,11 +399,21 @@ class WarmPool:
             _end(process)
             said = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
             raise RuntimeError(f"bubblewrap did not start the sandbox: {said or info!r}") from None
-        names = nsenter.differing_namespaces(child)
-        return process, list(zip(names, nsenter.open_namespaces(child, names), strict=True))
+        return process, nsenter.join_plan(child)
 
     def _await_ready(self, slot: Slot) -> None:
-        """Read the slot's events up to `ready`; discard it and raise if it fails instead."""
+        """Read the slot's events up to `ready`; discard it and raise if it fails instead, or
+        does not get there in SLOT_READY_SECONDS (then its processes are ended, which ends its
+        event channel)."""
+        too_late = threading.Timer(SLOT_READY_SECONDS, slot.kill)
+        too_late.daemon = True
+        too_late.start()
+        try:
+            self._read_until_ready(slot)
+        finally:
+            too_late.cancel()
+
+    def _read_until_ready(self, slot: Slot) -> None:
         for event in slot.lines():
             kind = event.get("kind")
             if kind == "ready":

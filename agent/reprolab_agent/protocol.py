@@ -48,6 +48,11 @@ CLAIM_RUN_TOKEN: Final = "run_token"  # noqa: S105 - a key name, not a secret
 CLAIM_HEARTBEAT_SECONDS: Final = "heartbeat_seconds"
 CLAIM_URLS: Final = "urls"
 CLAIM_REFERENCE: Final = "reference"
+# Inside the claim's run: the requirements (every key of REQUIREMENT_KEYS present), and the
+# notebook itself (base64) when it is small, saving the agent a round trip before the run starts.
+RUN_REQUIREMENTS: Final = "requirements"
+RUN_NOTEBOOK_INLINE: Final = "notebook_inline"
+NOTEBOOK_INLINE_MAX_BYTES: Final = 256 * 1024
 # The URLs a claim names, by key: each is one endpoint of the run, authenticated by the run token.
 URL_NOTEBOOK: Final = "notebook"
 URL_HEARTBEAT: Final = "heartbeat"

@@ -75,7 +75,7 @@ class RunExecutor:
         heartbeat = Heartbeat(ctx)
         heartbeat.start()
         try:
-            return self._execute(ctx, heartbeat)
+            return self._execute(ctx)
         except LeaseLost as error:
             log.warning("%s", error)
             return "lost"
@@ -83,8 +83,8 @@ class RunExecutor:
             heartbeat.stop.set()
             heartbeat.wake.set()
 
-    def _execute(self, ctx: RunContext, heartbeat: Heartbeat) -> str:
-        requirements = ctx.run.get("requirements") or {}
+    def _execute(self, ctx: RunContext) -> str:
+        requirements = ctx.run.get(protocol.RUN_REQUIREMENTS) or {}
         wanted = int(requirements.get(protocol.REQ_GPUS) or (1 if requirements.get(protocol.REQ_GPU) else 0))
         gpus = self.gpus.acquire(wanted, int(requirements.get(protocol.REQ_MIN_GPU_MEMORY_MB) or 0))
         if gpus is None:
@@ -99,14 +99,14 @@ class RunExecutor:
             return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not prepare the run: {error}")
         try:
             ctx.workdir = slot.workdir
-            return self._on_slot(ctx, slot, heartbeat)
+            return self._on_slot(ctx, slot)
         finally:
             self.pool.discard(slot)  # no process of the run survives this
             self.pool.remove(slot)
             self.pool.give_back()
             self.gpus.release(gpus)
 
-    def _on_slot(self, ctx: RunContext, slot: Slot, heartbeat: Heartbeat) -> str:
+    def _on_slot(self, ctx: RunContext, slot: Slot) -> str:
         try:
             notebook, kernel = place_notebook(ctx, kernel_override=self.kernel)
             place_files(ctx, self.cache, copy=self.sandbox.level != "none" and slot.user is None)
@@ -123,7 +123,7 @@ class RunExecutor:
         snapshot.start()  # sent while the run executes: nothing waits on it but `complete`
         events.start()
         try:
-            code, last_log = self._run_job(ctx, slot, kernel, events, heartbeat)
+            code, last_log = self._run_job(ctx, slot, kernel, events)
         finally:
             events.done.set()  # on any error too: no flusher thread outlives its run
         if self.pool is not None:
@@ -148,9 +148,7 @@ class RunExecutor:
         with contextlib.suppress(LeaseLost, GaveUp, RuntimeError):  # the run's completion says what matters
             ctx.call("POST", protocol.URL_ENVIRONMENT, json_body={"lease_id": ctx.lease_id, "environment": snapshot})
 
-    def _run_job(
-        self, ctx: RunContext, slot: Slot, kernel: KernelChoice, events: EventSender, heartbeat: Heartbeat
-    ) -> tuple[int, str]:
+    def _run_job(self, ctx: RunContext, slot: Slot, kernel: KernelChoice, events: EventSender) -> tuple[int, str]:
         """Start the job on the slot's waiting kernel, forward its events until it ends, with
         the watch over it. Returns the exit code and the last log message."""
         message = f"{kernel.describe()}; isolation: {self.sandbox.level}"
@@ -171,7 +169,7 @@ class RunExecutor:
                 "language": kernel.language,
             }
         )
-        heartbeat.running()  # the site shows it running; the run does not wait for that
+        ctx.started.set()  # later heartbeats say so; its first events already do
         sampler = self.gpu_sampler
         watch = RunWatch(
             ctx,

@@ -1,11 +1,13 @@
 """The claim endpoint: a long poll, so it is an async view. A waiting agent costs no worker
 thread; database work runs in a thread through database_sync_to_async."""
 
+import base64
 import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -61,7 +63,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "parameters": run.parameters,
             "timeout_seconds": run.timeout_seconds,
             "files": files,
-            "requirements": read_requirements(run.requirements).as_json(),
+            protocol.RUN_REQUIREMENTS: read_requirements(run.requirements).as_json(),
         },
         protocol.CLAIM_LEASE: {"id": claim.lease_id, "expires_at": claim.lease_expires_at.isoformat()},
         protocol.CLAIM_RUN_TOKEN: claim.run_token,
@@ -77,6 +79,9 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             protocol.URL_ARTIFACTS: url("agent-run-artifact", path="x")[: -len("x")],
         },
     }
+    if version.size <= protocol.NOTEBOOK_INLINE_MAX_BYTES:  # else the agent GETs it from URL_NOTEBOOK
+        with default_storage.open(version.storage_name, "rb") as blob:
+            payload[protocol.CLAIM_RUN][protocol.RUN_NOTEBOOK_INLINE] = base64.b64encode(blob.read()).decode()
     if run.reference_run is not None:
         payload[protocol.CLAIM_REFERENCE] = {
             "run": run.reference_run_id,

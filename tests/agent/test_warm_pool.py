@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -287,3 +289,89 @@ def test_a_pool_with_limits_reports_them_to_its_runs(site):
 
 def _readable(path: Path) -> bool:
     return os.access(path, os.R_OK)
+
+
+NON_ROOT_AGENT = """
+import ctypes, json, sys
+from pathlib import Path
+from reprolab_agent.limits import Limits
+from reprolab_agent.pool import WarmPool
+from reprolab_agent.sandbox import detect
+root = Path(sys.argv[1])
+sandbox = detect("bwrap", protect=[root / "protected"], work_root=root / "work")
+pool = WarmPool(sandbox, work_root=root / "work", limits=Limits(processes=64), concurrency=1, spare=0)
+pool.start()
+slot = pool.take()
+(slot.workdir / "_input.ipynb").write_text(sys.argv[2])
+slot.start({"input": "_input.ipynb", "output": "_output.ipynb", "parameters": {}, "kernel": "python3"})
+text = "".join(e["payload"].get("text", "") for e in slot.lines() if e["kind"] == "stream")
+pool.discard(slot)
+pool.close()
+print("RESULT " + text, flush=True)
+"""
+NON_ROOT_PROBE = """
+import ctypes, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+try:
+    socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    network = "open"
+except OSError as error:
+    network = type(error).__name__
+print(json.dumps({
+    "uid": os.getuid(),
+    "ppid": os.getppid(),
+    "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "capabilities": sorted({status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}),
+    "new_user_namespace": libc.unshare(0x10000000),  # CLONE_NEWUSER: -1 when refused
+    "protected": os.path.exists(PROTECTED),
+    "network": network,
+}))
+"""
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to run the agent as another user")
+def test_a_non_root_agent_sandboxes_its_runs_in_a_user_namespace(site, tmp_path):
+    """An agent without root (a lab server's, a Colab user's) gets the same sandbox through a user
+    namespace: its kernel joins the namespaces bubblewrap nested, and keeps no capability."""
+    sandbox_at("bwrap", site)
+    if not shutil.which("unshare") or not shutil.which("setpriv"):
+        pytest.skip("unshare and setpriv (util-linux) are needed")
+    home = Path(tempfile.mkdtemp(prefix="reprolab-nonroot-"))  # where `nobody` may write
+    try:
+        home.chmod(0o777)
+        (home / "protected").mkdir()
+        (home / "protected" / "secret").write_text("not for runs")
+        probe = NON_ROOT_PROBE.replace("PROTECTED", repr(str(home / "protected" / "secret")))
+        body = notebook(probe).decode()
+        # The interpreter lives under /root, which `nobody` may not pass: in a mount namespace of
+        # the test's own, /root is a bare folder holding only the Python installation.
+        python = Path(os.path.realpath(sys.executable))
+        pyenv = next(p for p in python.parents if p.parent == Path("/root"))
+        view = home / "python"
+        view.mkdir()
+        script = (
+            f"mount --bind {pyenv} {view} && mount -t tmpfs -o mode=755 tmpfs /root && mkdir {pyenv}"
+            f" && mount --move {view} {pyenv} && exec setpriv --reuid=65534 --regid=65534 --clear-groups"
+            f" env -i HOME={home} PATH=/usr/bin:/bin PYTHONPATH={REPO / 'agent'}"
+            f' {sys.executable} -c "$0" "$1" "$2"'
+        )
+        result = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, NON_ROOT_AGENT, str(home), body],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        assert lines, result.stderr[-3000:]
+        found = json.loads(lines[0].removeprefix("RESULT "))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert found["uid"] == 65534
+    assert found["ppid"] == 0  # its parent is outside the sandbox's PID namespace
+    assert found["processes"] == [1, 2, found["processes"][-1]]  # bubblewrap's init, the placeholder, itself
+    assert found["capabilities"] == ["0000000000000000"]
+    assert found["new_user_namespace"] == -1  # bubblewrap's --disable-userns holds for a joined process
+    assert found["protected"] is False
+    assert found["network"] == "ConnectionRefusedError"

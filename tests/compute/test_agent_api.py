@@ -1,10 +1,12 @@
 """The HTTP side of compute: the agent protocol (node token -> hello and claim; run token ->
 heartbeat, events, output, complete) and the users' run API, through Django's test client."""
 
+import base64
 import hashlib
 import uuid
 
 import pytest
+from reprolab_agent import protocol
 from rest_framework.test import APIClient
 
 from apps.accounts.models import User
@@ -109,6 +111,10 @@ class TestClaim:
         body = do_claim(agent)
         assert set(body) == {"run", "lease", "run_token", "heartbeat_seconds", "urls"}
         version = notebook.latest_version
+        assert version is not None
+        # A small notebook comes with the claim: no round trip before the run starts.
+        inline = base64.b64decode(body["run"].pop("notebook_inline"))
+        assert hashlib.sha256(inline).hexdigest() == version.sha256
         assert body["run"] == {
             "id": run.pk,
             "attempt": 1,
@@ -149,6 +155,15 @@ class TestClaim:
         assert notebook_response.status_code == 200
         assert notebook_response["X-Content-SHA256"] == version.sha256
         assert hashlib.sha256(notebook_response.getvalue()).hexdigest() == version.sha256
+
+    def test_a_big_notebook_is_fetched_not_sent_with_the_claim(self, agent, project, owner):
+        source = "x = 1  # " + "pad " * (protocol.NOTEBOOK_INLINE_MAX_BYTES // 4)
+        big = upload_notebook(project, owner, "big.ipynb", source=source).notebook
+        submit(project, big)
+        body = do_claim(agent)
+        assert "notebook_inline" not in body["run"]
+        fetched = run_client(body["run_token"]).get(body["urls"]["notebook"])
+        assert hashlib.sha256(fetched.getvalue()).hexdigest() == body["run"]["notebook_sha256"]
 
     def test_the_claim_carries_the_runs_requirements_for_the_agent(self, agent, project, notebook):
         """The agent picks `gpus` devices of `min_gpu_memory_mb` each, and gives the run the
@@ -372,10 +387,10 @@ class TestRunApi:
         )
         api = client_for(owner)
         everything = api.get(f"/api/v1/runs/{run.pk}/events/").json()["results"]
-        assert [e["seq"] for e in everything] == [1, 2, 3, 4, 5]  # queued, leased, three logs
-        later = api.get(f"/api/v1/runs/{run.pk}/events/?after=3").json()["results"]
-        assert [(e["seq"], e["kind"], e["payload"]) for e in later] == [(4, "log", {"i": 2}), (5, "log", {"i": 3})]
-        assert api.get(f"/api/v1/runs/{run.pk}/events/?after=5").json()["results"] == []
+        assert [e["seq"] for e in everything] == [1, 2, 3, 4, 5, 6]  # queued, leased, running, three logs
+        later = api.get(f"/api/v1/runs/{run.pk}/events/?after=4").json()["results"]
+        assert [(e["seq"], e["kind"], e["payload"]) for e in later] == [(5, "log", {"i": 2}), (6, "log", {"i": 3})]
+        assert api.get(f"/api/v1/runs/{run.pk}/events/?after=6").json()["results"] == []
         assert api.get(f"/api/v1/runs/{run.pk}/events/?after=x").status_code == 400
 
     def test_cancel(self, client_for, team, owner, project, notebook):

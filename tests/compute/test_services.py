@@ -266,7 +266,10 @@ class TestLease:
         agent = [(e.agent_seq, e.kind) for e in events if e.agent_seq is not None]
         assert agent == [(1, "cell_started"), (2, "cell_executed"), (3, "stream")]
         run.refresh_from_db()
-        assert run.last_event_seq == events[-1].seq == 5  # queued, leased, then three agent events
+        # queued, leased, running (the first batch shows the run started), three agent events
+        assert [e.payload.get("state") for e in events[:3]] == ["queued", "leased", "running"]
+        assert run.state == "running"
+        assert run.last_event_seq == events[-1].seq == 6
 
     def test_the_next_attempt_numbers_its_events_afresh(self, project, version, owner):
         run = submit(project, version)

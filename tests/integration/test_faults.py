@@ -214,7 +214,8 @@ def test_200_viewers_of_one_run_all_connect_and_receive_every_event_then_daphne_
         expected = list(
             RunEvent.objects.filter(run_id=run.pk, seq__gt=before).order_by("seq").values_list("seq", flat=True)
         )
-        assert len(expected) == BATCHES * EVENTS_PER_BATCH + 1  # the events and the final state
+        # running (the first batch shows the run started), the events, the final state
+        assert len(expected) == 1 + BATCHES * EVENTS_PER_BATCH + 1
         assert all(seqs == expected for seqs in received), "some viewer missed or reordered events"
         assert server.poll() is not None, f"daphne still running {SHUTDOWN_SECONDS} s after SIGTERM"
         assert port_is_free(int(url.rsplit(":", 1)[1]))

@@ -34,6 +34,11 @@ class Claim:
     heartbeat_seconds: int
 
 
+# Concurrent claimers that saw the queue at different moments can plan the same run; the loser
+# plans again with the winner's lease in view. Each try is cheap beside a long poll's wait.
+CLAIM_TRIES = 10
+
+
 def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
     """Lease the run the scheduler assigns to this node, if any. Safe under concurrent agents:
     claims for one node take turns (a lock on the node's row, so max_concurrency and its GPUs
@@ -42,7 +47,7 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
     the database has it, and the lease is taken by compare-and-set on state=queued."""
     expire_leases()
     strategy = scheduling.get_strategy(settings.REPROLAB_SCHEDULER)
-    for _ in range(3):  # another agent may win the compare-and-set; then look again
+    for _ in range(CLAIM_TRIES):  # another agent may win the compare-and-set; then look again
         with transaction.atomic():
             _take_turns(node)
             # Candidates are read without row locks: locking them all would hide the whole queue

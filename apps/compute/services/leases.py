@@ -100,13 +100,21 @@ def run_heartbeat(*, run: Run, lease_id: str, running: bool = False) -> Heartbea
         # A busy node does not poll for work; its heartbeats show it is alive.
         if run.node_id is not None:
             Node.objects.filter(pk=run.node_id).update(last_seen_at=timezone.now())
-        if running and run.state == RunState.LEASED:
-            run.state = RunState.RUNNING
-            run.started_at = timezone.now()
-            fields += ["state", "started_at"]
-            append_state_event(run, RunState.RUNNING)
         run.save(update_fields=fields)
+        if running:
+            _mark_running(run)
         return HeartbeatReply(lease_expires_at=run.lease_expires_at, cancel_requested=run.cancel_requested)
+
+
+def _mark_running(run: Run) -> None:
+    """Leased -> running, once: the agent said so on a heartbeat, or sent what only a running
+    notebook sends (its events), or finished it (a notebook with nothing to report)."""
+    if run.state != RunState.LEASED:
+        return
+    run.state = RunState.RUNNING
+    run.started_at = timezone.now()
+    run.save(update_fields=["state", "started_at"])
+    append_state_event(run, RunState.RUNNING)
 
 
 def run_events_append(*, run: Run, lease_id: str, events: Sequence[dict[str, Any]]) -> int:
@@ -122,6 +130,8 @@ def run_events_append(*, run: Run, lease_id: str, events: Sequence[dict[str, Any
         )
         fresh = [e for e in events if e["agent_seq"] not in known]
         fresh.sort(key=lambda e: e["agent_seq"])
+        if fresh:
+            _mark_running(run)
         append_events(run, fresh)
         return len(fresh)
 
@@ -133,6 +143,8 @@ def run_complete(*, run: Run, lease_id: str, state: str, error: str = "") -> Run
         run = locked_with_lease(run.pk, lease_id)
         if state == RunState.SUCCEEDED and not run.pending_output:
             raise ValidationError({"state": "Upload the output notebook before completing as succeeded."})
+        if state != RunState.CANCELLED:
+            _mark_running(run)
         if run.pending_output:
             run.output_sha256 = run.pending_output["sha256"]
             run.output_size = run.pending_output["size"]
