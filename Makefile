@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render_bench.py
 	$(BIN)/python bench/hash_bench.py
 	$(BIN)/python bench/array_bench.py
+	$(BIN)/python bench/kernel_bench.py 2>/dev/null
 	$(BIN)/python bench/execution_bench.py 2>/dev/null
 
 clean:

@@ -298,7 +298,7 @@ def through_platform(platform: Platform, isolation: str, repeats: int) -> Pass:
     return figures
 
 
-def baselines(repeats: int) -> tuple[list[float], list[float], float]:
+def baselines(repeats: int) -> tuple[list[float], list[float], list[float]]:
     notebook = str(TMP / "trivial.ipynb")
     phase("latency of the papermill CLI")
     cli = []
@@ -326,12 +326,34 @@ def baselines(repeats: int) -> tuple[list[float], list[float], float]:
         )
         in_process.append(time.perf_counter() - start)
     phase("throughput of a sequential papermill loop")
-    start = time.perf_counter()
-    for i in range(COUNT):
-        papermill.execute_notebook(
-            notebook, str(TMP / "loop.ipynb"), parameters={"alpha": 2.0, "steps": i}, progress_bar=False
-        )
-    return cli, in_process, time.perf_counter() - start
+    loops = []
+    for shutdown in ("graceful", "immediate"):  # papermill's default, and the faster kernel stop we use
+        start = time.perf_counter()
+        for i in range(COUNT):
+            papermill.execute_notebook(
+                notebook,
+                str(TMP / "loop.ipynb"),
+                parameters={"alpha": 2.0, "steps": i},
+                progress_bar=False,
+                shutdown_kernel=shutdown,
+            )
+        loops.append(time.perf_counter() - start)
+    return cli, in_process, loops
+
+
+def booted_kernel_memory() -> tuple[float, float]:
+    """(PSS, RSS) in MiB of one idle kernel started the usual way (jupyter_client), for scale."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        pid = getattr(manager.provisioner, "pid", None)  # the local provisioner's process
+        assert isinstance(pid, int)
+        pss, rss, _ = memory_of_tree(pid)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    return pss, rss
 
 
 def sandbox_works() -> str:
@@ -345,7 +367,9 @@ def sandbox_works() -> str:
     return ""
 
 
-def measure(processes: contextlib.ExitStack) -> tuple[int, list[float], list[float], float, list[Pass]]:
+def measure(
+    processes: contextlib.ExitStack,
+) -> tuple[int, list[float], list[float], list[float], list[Pass], tuple[float, float]]:
     """Every process started here is entered into `processes`, which stops it on the way out."""
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     platform = Platform(processes)
@@ -356,11 +380,18 @@ def measure(processes: contextlib.ExitStack) -> tuple[int, list[float], list[flo
     else:
         passes.append(through_platform(platform, "bwrap", repeats))
     passes.append(through_platform(platform, "none", repeats))
-    cli, in_process, sequential = baselines(repeats)
-    return repeats, cli, in_process, sequential, passes
+    cli, in_process, loops = baselines(repeats)
+    return repeats, cli, in_process, loops, passes, booted_kernel_memory()
 
 
-def report(repeats: int, cli: list[float], in_process: list[float], sequential: float, passes: list[Pass]) -> None:
+def report(
+    repeats: int,
+    cli: list[float],
+    in_process: list[float],
+    loops: list[float],
+    passes: list[Pass],
+    kernel: tuple[float, float],
+) -> None:
     med = statistics.median
     print(f"machine: {os.cpu_count()} CPUs; SQLite; {repeats} repeats, medians")
     print("P1 latency, one trivial parameterized notebook:")
@@ -376,23 +407,31 @@ def report(repeats: int, cli: list[float], in_process: list[float], sequential: 
             f"  ours      submit -> output stored, {label:18}: {latency:6.3f} s"
             f"  ({latency / med(cli):.2f}x CLI, {latency / med(in_process):.2f}x in-process)"
         )
+    sequential, immediate = loops
     print(f"P2 throughput, {COUNT} small notebooks:")
     print(
         f"  baseline  sequential execute_notebook loop            : {sequential:6.2f} s  ({COUNT / sequential:.2f}/s)"
     )
+    print(f"  baseline  the same, shutdown_kernel='immediate'       : {immediate:6.2f} s  ({COUNT / immediate:.2f}/s)")
     for figures in passes:
         if figures.note:
             continue
         label = "sandboxed (bwrap)" if figures.isolation == "bwrap" else f"isolation {figures.isolation}"
         print(
             f"  ours      two agents, {label:27}: {figures.throughput:6.2f} s  ({COUNT / figures.throughput:.2f}/s,"
-            f" {sequential / figures.throughput:.2f}x the loop)"
+            f" {sequential / figures.throughput:.2f}x the loop, {immediate / figures.throughput:.2f}x the faster one)"
         )
     print("memory of an idle agent (concurrency 1) with its warm pool (2 ready kernels):")
+    print(
+        f"  baseline  one idle kernel started by jupyter_client  : PSS {kernel[0]:6.1f} MiB  (RSS {kernel[1]:6.1f} MiB)"
+    )
     for figures in passes:
         if not figures.note:
             pss, rss, count = figures.memory
-            print(f"  {figures.isolation:5}  PSS {pss:6.1f} MiB  (RSS {rss:6.1f} MiB summed over {count} processes)")
+            print(
+                f"  ours      agent, template and slots, {figures.isolation:5}: PSS {pss:6.1f} MiB"
+                f"  (RSS {rss:6.1f} MiB summed over {count} processes)"
+            )
 
 
 def main() -> None:

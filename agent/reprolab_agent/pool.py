@@ -210,7 +210,8 @@ class WarmPool:
         self._filler: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, fill: bool = True) -> None:
+        """Start the template, and (with `fill`) the background filling of ready slots."""
         self.work_root.mkdir(parents=True, exist_ok=True)
         hello = self.template.start()
         self.warm_kernels = list(hello.get("warm_kernels") or [])
@@ -221,8 +222,9 @@ class WarmPool:
             hello.get("import_seconds", 0),
             self.warm_kernels or "none",
         )
-        self._filler = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
-        self._filler.start()
+        if fill:
+            self._filler = threading.Thread(target=self._fill, name="warm-pool", daemon=True)
+            self._filler.start()
 
     def close(self) -> None:
         with self._cond:

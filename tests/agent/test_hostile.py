@@ -19,6 +19,15 @@ LIMITS = Limits(memory_mb=1024, processes=64, output_mb=8, workdir_mb=64, cpu_se
 
 @pytest.fixture(params=["bwrap", "uid"])
 def level(request, site) -> str:
+    """The levels that isolate."""
+    if request.param == "uid" and not ROOT:
+        pytest.skip("level uid needs a root agent")
+    return request.param
+
+
+@pytest.fixture(params=["bwrap", "uid", "none"])
+def any_level(request, site) -> str:
+    """Every level: where nothing isolates a run, its limits still hold (the fallback)."""
     if request.param == "uid" and not ROOT:
         pytest.skip("level uid needs a root agent")
     return request.param
@@ -69,9 +78,9 @@ def test_a_run_given_the_network_reaches_it(site):
     assert outcome.stdout == "reached\n", outcome.events
 
 
-def test_a_4_gib_allocation_ends_as_memory_exceeded(level, site):
+def test_a_4_gib_allocation_ends_as_memory_exceeded(any_level, site):
     body = notebook("print('before', flush=True)", "x = bytearray(4 * 2**30)", "print('after')")
-    with warm_pool(sandbox_at(level, site), site, limits=LIMITS) as pool:
+    with warm_pool(sandbox_at(any_level, site), site, limits=LIMITS) as pool:
         outcome = run_cells(pool, body)
         after = run_cells(pool, notebook("print('the node goes on')"))  # the next run is unharmed
     assert outcome.code == 3
@@ -80,7 +89,7 @@ def test_a_4_gib_allocation_ends_as_memory_exceeded(level, site):
     assert after.stdout == "the node goes on\n"
 
 
-def test_memory_spread_over_processes_ends_the_run_with_the_reason(level, site):
+def test_memory_spread_over_processes_ends_the_run_with_the_reason(any_level, site):
     """Each process stays under the per-process limit; together they pass the run's."""
     body = notebook(
         textwrap.dedent(
@@ -92,14 +101,14 @@ def test_memory_spread_over_processes_ends_the_run_with_the_reason(level, site):
             """
         )
     )
-    with warm_pool(sandbox_at(level, site), site, limits=LIMITS) as pool:
+    with warm_pool(sandbox_at(any_level, site), site, limits=LIMITS) as pool:
         outcome = run_cells(pool, body, timeout=120)
     assert outcome.stopped_for == "memory limit 1 GiB exceeded in cell 0"
 
 
-def test_a_fork_bomb_ends_as_the_process_limit(level, site):
+def test_a_fork_bomb_ends_as_the_process_limit(any_level, site):
     body = notebook("import os\nwhile True:\n    os.fork()")
-    with warm_pool(sandbox_at(level, site), site, limits=LIMITS) as pool:
+    with warm_pool(sandbox_at(any_level, site), site, limits=LIMITS) as pool:
         outcome = run_cells(pool, body, timeout=120)
         after = run_cells(pool, notebook("print('the node goes on')"))
     assert outcome.stopped_for == "process limit 64 exceeded in cell 0"
@@ -129,12 +138,12 @@ def test_100_mb_to_stdout_is_capped(site):
     ]
 
 
-def test_filling_the_working_directory_ends_as_its_limit(level, site):
+def test_filling_the_working_directory_ends_as_its_limit(any_level, site):
     big = notebook("open('big.bin', 'wb').write(b'x' * 100 * 2**20)")
     many = notebook(
         "import time\nfor i in range(12):\n    open(f'part{i}.bin', 'wb').write(b'x' * 8 * 2**20)\ntime.sleep(60)"
     )
-    with warm_pool(sandbox_at(level, site), site, limits=LIMITS) as pool:
+    with warm_pool(sandbox_at(any_level, site), site, limits=LIMITS) as pool:
         one_file = run_cells(pool, big)
         spread = run_cells(pool, many, timeout=120)
     assert errors(one_file) == ["OSError: [Errno 27] File too large"]
