@@ -14,9 +14,10 @@ from .agent import DEFAULT_GRACE_SECONDS, Agent
 from .client import Client, Interrupted
 from .gpus import GpuSampler, GpuSlots
 from .limits import Limits, default_limits
-from .pool import TemplateFailed, WarmPool
+from .pool import WarmPool
 from .probe import _memory_total_mb, probe_capabilities, summarize
 from .sandbox import LEVELS, SANDBOXED, Unavailable, detect
+from .template import TemplateFailed
 
 TOKEN_VARIABLES = ("REPROLAB_NODE_TOKEN", "REPROLAB_NODE_TOKEN_FILE")
 

@@ -5,6 +5,7 @@ cache. The run reads them; it can never change the cache through them."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -38,21 +39,42 @@ def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Pat
     return notebook, choose_kernel(metadata if isinstance(metadata, dict) else {}, override=kernel_override)
 
 
+# Names in the working directory that are the agent's, never an input's.
+RESERVED = (NOTEBOOK, OUTPUT, ".kernel", ".tmp")
+
+
 def place_files(ctx: RunContext, cache: FileCache, *, copy: bool) -> None:
     """The run's dataset files, from the cache. `copy` when the run has the agent's own uid (a
     hard link would let it rewrite the cached file for later runs); a run uid gets links to files
-    it can read and not write."""
+    it can read and not write. Never written through a file already there: two inputs at one
+    path, or an input named like the agent's own files, are refused (RuntimeError)."""
+    seen: set[str] = set()
     for item in ctx.run["files"]:
-        cached = cache.fetch(ctx.client, item["url"], item["sha256"], ctx.token)
-        target = (ctx.workdir / item["path"]).resolve()
+        path = str(item["path"])
+        if path in seen or path.split("/", 1)[0] in RESERVED:
+            raise RuntimeError(f"input path {path!r} is given twice or is reserved for the agent")
+        seen.add(path)
+        target = (ctx.workdir / path).resolve()
         if ctx.workdir.resolve() not in target.parents:  # the site validates paths; check anyway
-            raise RuntimeError(f"unsafe input path {item['path']!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(cached, 0o644)
-        if copy:
-            shutil.copyfile(cached, target)
-            continue
+            raise RuntimeError(f"unsafe input path {path!r}")
+        cached = cache.fetch(ctx.client, item["url"], item["sha256"], ctx.token)
+        try:
+            _place(cached, target, copy=copy)
+        except OSError as error:  # e.g. "a" and "a/b" both given: a file where a folder must be
+            raise RuntimeError(f"could not place input {path!r}: {error}") from error
+
+
+def _place(cached: Path, target: Path, *, copy: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(cached, 0o644)
+    if not copy:
         try:
             os.link(cached, target)
-        except OSError:  # another file system
-            shutil.copyfile(cached, target)
+            return
+        except OSError as error:
+            if error.errno != errno.EXDEV:  # only another file system means "copy instead"
+                raise
+    # A fresh file renamed into place: never a write through a name that already exists.
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(cached, partial)
+    os.replace(partial, target)

@@ -102,6 +102,7 @@ def _start(request: dict[str, Any], terms: Terms, *, keep: list[int]) -> int:
         for fd in keep:
             os.close(fd)
         _become_unprivileged(terms)
+        nsenter.clear_keyrings()  # nothing of an earlier run with this uid
         os.setsid()  # the kernel leads a session: it and what it starts are signalled together
         _plain_process()
         apply_rlimits(terms.limits)

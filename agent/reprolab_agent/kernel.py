@@ -175,23 +175,35 @@ def register_engine(kernel: ForkedKernel, client: Any, *, output_bytes: int, on_
     from papermill.utils import merge_kwargs, remove_args
 
     class CappedClient(PapermillNotebookClient):
-        """Keeps what a run displays within its output limit: past it, outputs are dropped (and
-        not streamed either), with one note in the notebook saying so."""
+        """Keeps what a run displays within its output limit: past it, outputs and widget state
+        are dropped (and not streamed either), with one note in the notebook saying so."""
+
+        def over_budget(self, outs: Any, msg: dict[str, Any], cell_index: int) -> bool:
+            if not output_bytes:
+                return False
+            budget.spent += message_bytes(msg)
+            if budget.spent <= output_bytes:
+                return False
+            if not budget.noted:
+                budget.noted = True
+                if on_cut is not None:
+                    on_cut(cell_index)
+                from nbformat.v4 import new_output
+
+                note = f"[ReproLab: output past this run's limit of {output_bytes // 2**20} MiB was dropped]\n"
+                outs.append(new_output("stream", name="stderr", text=note))
+            return True
 
         def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:
-            if output_bytes and msg.get("msg_type") in OUTPUT_MESSAGES:
-                budget.spent += message_bytes(msg)
-                if budget.spent > output_bytes:
-                    if not budget.noted:
-                        budget.noted = True
-                        if on_cut is not None:
-                            on_cut(cell_index)
-                        from nbformat.v4 import new_output
-
-                        note = f"[ReproLab: output past this run's limit of {output_bytes // 2**20} MiB was dropped]\n"
-                        outs.append(new_output("stream", name="stderr", text=note))
-                    return None
+            if msg.get("msg_type") in OUTPUT_MESSAGES and self.over_budget(outs, msg, cell_index):
+                return None
             return super().output(outs, msg, display_id, cell_index)
+
+        def handle_comm_msg(self, outs: Any, msg: dict[str, Any], cell_index: int) -> None:
+            # Widget state is kept for the notebook's metadata: it counts like output.
+            if self.over_budget(outs, msg, cell_index):
+                return
+            super().handle_comm_msg(outs, msg, cell_index)
 
     budget = _Budget()
 
@@ -236,11 +248,16 @@ class _Budget:
 
 
 def message_bytes(msg: dict[str, Any]) -> int:
-    """About how much of the notebook one output message takes (its text and data)."""
+    """About how much of the notebook one output or comm message takes: its text, data (display
+    data or widget state), metadata and traceback."""
     content = msg.get("content") or {}
     size = len(str(content.get("text", "")))
-    for value in (content.get("data") or {}).values():
-        size += len(value) if isinstance(value, str) else len(json.dumps(value))
+    data = content.get("data") or {}
+    values = data.values() if isinstance(data, dict) else [data]
+    for value in values:
+        size += len(value) if isinstance(value, str) else len(json.dumps(value, default=str))
+    if content.get("metadata"):
+        size += len(json.dumps(content["metadata"], default=str))
     for line in content.get("traceback") or []:
         size += len(str(line))
     return size

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,21 +86,32 @@ def apply_rlimits(limits: Limits) -> None:
     cap(resource.RLIMIT_CORE, 0)  # no core dumps of run code in the working directory
 
 
-def folder_bytes(root: Path, *, stop_above: int | None = None) -> int:
-    """Bytes in the regular files under `root` (never through links), stopping early once past
-    `stop_above`."""
-    total = 0
-    for folder, dirs, names in os.walk(root):
-        for name in names:
+MAX_ENTRIES = 200_000  # files and folders in a run's working directory (inodes are a shared disk's)
+
+
+def folder_usage(root: Path, *, stop_above: int | None = None) -> tuple[int, int]:
+    """(bytes, entries) under `root`: blocks of files and folders, never through links, walked
+    iteratively (a run may nest folders past any recursion limit); stops early past
+    `stop_above` bytes or MAX_ENTRIES entries."""
+    total = entries = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            scanned = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in scanned:
+            entries += 1
             try:
-                info = os.lstat(os.path.join(folder, name))
+                info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             total += info.st_blocks * 512 if info.st_blocks else info.st_size
-            if stop_above is not None and total > stop_above:
-                return total
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
-    return total
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(entry.path)
+            if (stop_above is not None and total > stop_above) or entries > MAX_ENTRIES:
+                return total, entries
+    return total, entries
 
 
 def describe(what: str, limits: Limits) -> str:
@@ -114,6 +126,8 @@ def describe(what: str, limits: Limits) -> str:
         return f"output limit {_size(limits.output_mb)}"
     if what == "workdir":
         return f"working directory limit {_size(limits.workdir_mb)}"
+    if what == "entries":
+        return f"working directory limit of {MAX_ENTRIES} files and folders"
     return what
 
 

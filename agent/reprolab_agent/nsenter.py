@@ -164,6 +164,22 @@ def drop_bounding_set() -> None:
             _check(-1, f"prctl(PR_CAPBSET_DROP, {capability})")  # EINVAL: no such capability here
 
 
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
+_KEYCTL_CLEAR = 7
+_KEY_SPEC_USER_KEYRING = -4
+_KEY_SPEC_USER_SESSION_KEYRING = -5
+
+
+def clear_keyrings() -> None:
+    """Empty this uid's kernel keyrings: they outlive its processes, so a run uid lent again
+    would find what the previous run left there. Best effort (no keyctl on other machines)."""
+    number = _SYS_KEYCTL.get(os.uname().machine)
+    if number is None:
+        return
+    for keyring in (_KEY_SPEC_USER_KEYRING, _KEY_SPEC_USER_SESSION_KEYRING):
+        _libc.syscall(number, _KEYCTL_CLEAR, keyring)
+
+
 def capabilities_of_self() -> Mapping[str, int]:
     """The capability sets of this process as /proc shows them (tests check they are empty)."""
     sets = {}

@@ -25,11 +25,8 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,92 +39,16 @@ from . import nsenter
 from .environment import run_environment
 from .gpus import gpu_environment
 from .limits import Limits
-from .sandbox import RunUser, Sandbox, agent_pythonpath, hand_over
+from .resources import namespace_members, session_members
+from .sandbox import RunUser, Sandbox, agent_pythonpath, hand_over, processes_of, remove_tree
+from .template import Template
 
 log = logging.getLogger("reprolab_agent")
 
-TEMPLATE_START_SECONDS = 120.0
 SLOT_READY_SECONDS = 90.0
-FORK_SECONDS = 30.0
 # Runs once bubblewrap has built the sandbox (so "ready" means its mounts are in place), then
 # reads the pipe only the agent holds, and ends when it closes.
 PLACEHOLDER = ("/bin/sh", "-c", "echo ready && exec cat")
-
-
-class TemplateFailed(RuntimeError):
-    """The warm template could not start, or could not fork a run process."""
-
-
-class Template:
-    """The warm template process (reprolab_agent.warm), owned by the agent."""
-
-    def __init__(self, *, env: dict[str, str], cwd: Path) -> None:
-        self.env = env
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
-        self.channel: socket.socket | None = None
-        self.hello: dict[str, Any] = {}
-        self._lock = threading.Lock()  # one request at a time on the channel
-
-    def start(self) -> dict[str, Any]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "reprolab_agent.warm", "--control", str(theirs.fileno())],
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,  # a Ctrl-C at the agent's terminal is the agent's to handle
-            )
-        finally:
-            theirs.close()
-        self.channel = ours
-        ours.settimeout(TEMPLATE_START_SECONDS)
-        try:
-            reply = json.loads(ours.recv(1 << 16) or b"{}")
-        except (OSError, ValueError) as error:
-            self.stop()
-            raise TemplateFailed(f"the warm template did not start: {error}") from error
-        ours.settimeout(None)
-        if "hello" not in reply:
-            self.stop()
-            raise TemplateFailed(f"the warm template did not start: {reply.get('error', 'it exited')}")
-        self.hello = reply["hello"]
-        return self.hello
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def fork(self, spec: dict[str, Any], fds: Sequence[tuple[str, int]]) -> int:
-        """Ask for a run process; returns its pid. A template that does not answer in time is
-        stopped (the next slot starts a new one)."""
-        with self._lock:
-            if self.channel is None or not self.alive():
-                raise TemplateFailed("the warm template is not running")
-            message = json.dumps({"spec": spec, "fds": [name for name, _ in fds]}).encode()
-            try:
-                self.channel.settimeout(FORK_SECONDS)
-                socket.send_fds(self.channel, [message], [fd for _, fd in fds])
-                reply = json.loads(self.channel.recv(1 << 16) or b"{}")
-            except (OSError, ValueError) as error:  # a timeout is an OSError too
-                self.stop()
-                raise TemplateFailed(f"the warm template failed: {error}") from error
-        if "pid" not in reply:
-            raise TemplateFailed(f"the warm template refused: {reply.get('error', 'it exited')}")
-        return int(reply["pid"])
-
-    def stop(self) -> None:
-        if self.channel is not None:
-            self.channel.close()  # end of file: the template exits
-            self.channel = None
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @dataclass
@@ -143,29 +64,62 @@ class Slot:
     network: bool = False
     gpus: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)  # the run's whole environment
+    run_pid: int | None = None  # the run process (papermill), outside the sandbox's PID namespace
+    pid_namespace: int | None = None  # the sandbox's PID namespace (its inode), at level bwrap
+    sandbox_pid: int | None = None  # the sandbox's first process (bubblewrap's init), at level bwrap
     kernel_pid: int | None = None
     ready: dict[str, Any] = field(default_factory=dict)
     killed: bool = False
     discarded: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self, job: dict[str, Any]) -> None:
-        os.write(self.job, (json.dumps(job) + "\n").encode())
+        with self._lock:
+            if self.killed:
+                raise RuntimeError("the slot was ended before its job started")
+            os.write(self.job, (json.dumps(job) + "\n").encode())
 
     def interrupt(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.job, b'{"interrupt": true}\n')
+        with self._lock, contextlib.suppress(OSError):
+            if not self.killed:
+                os.write(self.job, b'{"interrupt": true}\n')
 
     def kill(self) -> None:
         """End every process of the run now: the sandbox's PID namespace (at level bwrap), the
         kernel's session (its lifeline), the run process (its job channel)."""
-        self.killed = True
-        for fd in (self.hold, self.job):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.hold = self.job = -1
+        with self._lock:  # the readiness timer and the run may both get here
+            self.killed = True
+            for fd in (self.hold, self.job):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self.hold = self.job = -1
         if self.placeholder is not None and self.placeholder.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.placeholder.pid, signal.SIGKILL)
+
+    def members(self) -> list[int]:
+        """Every process of the run now: those of its run uid (a root agent's), or of its
+        sandbox's PID namespace, or else of its kernel's session; and the run process."""
+        if self.user is not None:
+            return processes_of(self.user.uid)
+        if self.pid_namespace is not None:
+            found = namespace_members(self.pid_namespace)
+        else:
+            found = session_members(self.kernel_pid) if self.kernel_pid else []
+        return [*found, *([self.run_pid] if self.run_pid else [])]
+
+    def tmpfs_bytes(self) -> int:
+        """What the run stored in its sandbox's memory-backed /tmp and /dev/shm: memory that
+        no process's resident set shows."""
+        if self.sandbox_pid is None:
+            return 0
+        used = 0
+        for place in ("tmp", "dev/shm"):
+            with contextlib.suppress(OSError):
+                fs = os.statvfs(f"/proc/{self.sandbox_pid}/root/{place}")
+                used += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+        return used
 
     def lines(self) -> Iterator[dict[str, Any]]:
         """The run process's events, until its channel ends."""
@@ -305,9 +259,7 @@ class WarmPool:
     # -- making and discarding one slot ---------------------------------------------------------------
     def make(self, *, network: bool = False, gpus: tuple[int, ...] = ()) -> Slot:
         """A new slot, ready (its kernel answered), or an exception saying why not."""
-        if not self.template.alive():
-            log.warning("warm template is gone; starting it again")
-            self.template.start()
+        self.template.ensure()
         workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_root))
         user = self.sandbox.acquire()
         hold_read, hold = os.pipe()
@@ -315,13 +267,18 @@ class WarmPool:
         job_read, job = os.pipe()
         placeholder: subprocess.Popen[bytes] | None = None
         namespaces: list[tuple[str, int]] = []
+        pid_namespace: int | None = None
+        sandbox_pid: int | None = None
         slot: Slot | None = None
         try:
             (workdir / ".tmp").mkdir()
             if user is not None:
                 hand_over(workdir, user.uid, user.gid)
             if self.sandbox.level == "bwrap":
-                placeholder, namespaces = self._sandbox(workdir, user, hold_read, network=network, gpus=bool(gpus))
+                placeholder, sandbox_pid, namespaces = self._sandbox(
+                    workdir, user, hold_read, network=network, gpus=bool(gpus)
+                )
+                pid_namespace = next((os.fstat(fd).st_ino for name, fd in namespaces if name == "pid"), None)
             env = run_environment(self.env_source, workdir=workdir, pythonpath=agent_pythonpath())
             env.update(gpu_environment(gpus))
             spec = {
@@ -335,7 +292,7 @@ class WarmPool:
             fds += [(f"ns:{name}", fd) for name, fd in namespaces]
             if placeholder is None:
                 fds.append(("lifeline", hold_read))
-            self.template.fork(spec, fds)
+            run_pid = self.template.fork(spec, fds)
             slot = Slot(
                 workdir=workdir,
                 user=user,
@@ -346,6 +303,9 @@ class WarmPool:
                 network=network,
                 gpus=gpus,
                 env=env,
+                run_pid=run_pid,
+                pid_namespace=pid_namespace,
+                sandbox_pid=sandbox_pid,
             )
         finally:
             for fd in (hold_read, events_write, job_read, *(fd for _, fd in namespaces)):
@@ -358,13 +318,17 @@ class WarmPool:
                 if placeholder is not None:
                     _end(placeholder)
                 self.sandbox.finish(workdir, user)
-                shutil.rmtree(workdir, ignore_errors=True)
-        self._await_ready(slot)
+                remove_tree(workdir)
+        try:
+            self._await_ready(slot)
+        except BaseException:
+            self.remove(slot)
+            raise
         return slot
 
     def _sandbox(
         self, workdir: Path, user: RunUser | None, hold_read: int, *, network: bool, gpus: bool
-    ) -> tuple[subprocess.Popen[bytes], list[tuple[str, int]]]:
+    ) -> tuple[subprocess.Popen[bytes], int, list[tuple[str, int]]]:
         """bubblewrap around the placeholder; returns it and its namespaces (open fds)."""
         info_read, info_write = os.pipe()
         args = self.sandbox.bwrap_args(
@@ -384,6 +348,9 @@ class WarmPool:
                 stderr=subprocess.PIPE,
                 pass_fds=(info_write,),
                 cwd=workdir,
+                # Nothing of the agent's environment: at a non-root agent the run's uid can read
+                # the placeholder's /proc/N/environ.
+                env={"PATH": os.environ.get("PATH", os.defpath)},
                 start_new_session=True,
             )
         finally:
@@ -401,7 +368,7 @@ class WarmPool:
             _end(process)
             said = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
             raise RuntimeError(f"bubblewrap did not start the sandbox: {said or info!r}") from None
-        return process, nsenter.join_plan(child)
+        return process, child, nsenter.join_plan(child)
 
     def _await_ready(self, slot: Slot) -> None:
         """Read the slot's events up to `ready`; discard it and raise if it fails instead, or
@@ -414,6 +381,9 @@ class WarmPool:
             self._read_until_ready(slot)
         finally:
             too_late.cancel()
+        if slot.killed:  # the timer fired as `ready` came: too late all the same
+            self.discard(slot)
+            raise RuntimeError(f"the run process was not ready within {SLOT_READY_SECONDS:g} s")
 
     def _read_until_ready(self, slot: Slot) -> None:
         for event in slot.lines():
@@ -445,7 +415,7 @@ class WarmPool:
         self.sandbox.finish(slot.workdir, slot.user)
 
     def remove(self, slot: Slot) -> None:
-        shutil.rmtree(slot.workdir, ignore_errors=True)
+        remove_tree(slot.workdir)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:

@@ -33,32 +33,67 @@ def _pss(entry: Path) -> int | None:
     return None
 
 
-def sample_session(session_id: int, proc: Path = Path("/proc"), *, pss: bool = False) -> Sample | None:
-    """Sum memory and CPU time over every process in a session (the run's own session); with
-    `pss`, the proportional set size too (dearer to read)."""
-    if not proc.is_dir():
-        return None
+def _stat_fields(entry: Path) -> list[str]:
+    stat = (entry / "stat").read_text()
+    # Fields after the command name (which may hold spaces) start after the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def session_members(session_id: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of a session (field 6 of stat)."""
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat_fields(entry)[3]) == session_id:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def namespace_members(pid_namespace: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of every process in a PID namespace (by its inode): all of a sandbox's processes,
+    wherever they moved (other sessions, other process groups)."""
+    found = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "pid").st_ino == pid_namespace:
+                    found.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def sample_pids(pids: list[int], proc: Path = Path("/proc"), *, pss: bool = False) -> Sample:
+    """Sum memory and CPU time over these processes; with `pss`, the proportional set size too
+    (dearer to read). Processes that ended meanwhile count nothing."""
     processes, rss, ticks = 0, 0, 0
     proportional: int | None = 0 if pss else None
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in set(pids):
+        entry = proc / str(pid)
         try:
-            stat = (entry / "stat").read_text()
-            # Fields after the command name (which may hold spaces) start after the last ')'.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[3]) != session_id:  # field 6 of stat: session id
+            fields = _stat_fields(entry)
+            if fields[0] == "Z":  # a zombie uses nothing
                 continue
             ticks += int(fields[11]) + int(fields[12])  # utime + stime
             resident = int((entry / "statm").read_text().split()[1]) * PAGE_SIZE
-            rss += resident
-            processes += 1
-            if proportional is not None:
-                share = _pss(entry)
-                proportional += resident if share is None else share
         except (OSError, ValueError, IndexError):
             continue  # the process ended while we looked
+        rss += resident
+        processes += 1
+        if proportional is not None:
+            share = _pss(entry)
+            proportional += resident if share is None else share
     return Sample(processes=processes, rss_bytes=rss, cpu_seconds=ticks / CLOCK_TICKS, pss_bytes=proportional)
+
+
+def sample_session(session_id: int, proc: Path = Path("/proc"), *, pss: bool = False) -> Sample | None:
+    """Sum memory and CPU time over every process in a session (a run's kernel leads one)."""
+    if not proc.is_dir():
+        return None
+    return sample_pids(session_members(session_id, proc), proc, pss=pss)
 
 
 def usage(previous: Sample, current: Sample, seconds: float) -> dict[str, float | int]:

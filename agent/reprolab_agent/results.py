@@ -23,6 +23,9 @@ log = logging.getLogger("reprolab_agent")
 
 MAX_ARTIFACTS = 200
 MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
+# The executed notebook is read whole: past this it is refused (a run can leave a sparse file of
+# any size; its displayed output is capped well below by the output limit).
+MAX_OUTPUT_BYTES = 512 * 1024 * 1024
 
 
 class Results:
@@ -32,7 +35,7 @@ class Results:
 
     def upload(self, ctx: RunContext, output: Path) -> None:
         try:  # never through a link the run left: the agent reads what the run could not
-            body = read_regular(output)
+            body = read_regular(output, limit=MAX_OUTPUT_BYTES)
         except OSError as error:
             raise RuntimeError(f"the output notebook is not a regular file the run wrote ({error})") from error
         ctx.call(
@@ -104,7 +107,11 @@ class Results:
         )
         for path in self.artifacts(ctx):
             relative = path.relative_to(ctx.workdir).as_posix()
-            body = read_regular(path)
+            try:
+                body = read_regular(path, limit=MAX_ARTIFACT_BYTES)
+            except OSError as error:  # no longer a regular file, or past the limit: not kept
+                log.warning("run %s: artifact %s not kept: %s", ctx.run_id, relative, error)
+                continue
             sha256 = hashlib.sha256(body).hexdigest()
             headers = {
                 "Content-Type": "application/octet-stream",

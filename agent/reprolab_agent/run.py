@@ -176,7 +176,6 @@ class RunExecutor:
             slot,
             events,
             limits=self.limits,
-            kernel_pid=slot.kernel_pid,
             timeout=float(ctx.run["timeout_seconds"]),
             gpus=(lambda: sampler.sample(slot.gpus)) if sampler is not None and slot.gpus else None,
         )
@@ -188,6 +187,9 @@ class RunExecutor:
                 payload = event.get("payload") or {}
                 if kind == "exit":
                     code = int(payload.get("code", -1))
+                    continue
+                if kind == "kernel":  # a cold start: its session is the run's now
+                    slot.kernel_pid = payload.get("kernel_pid")
                     continue
                 if kind == protocol.LOG:
                     last_log = str(payload.get("message", ""))

@@ -36,6 +36,7 @@ from .limits import Limits
 READY_TIMEOUT = 60.0
 EXIT = "exit"
 READY = "ready"
+KERNEL = "kernel"  # a kernel started for the job (a cold start): its pid
 FAILED = "failed"
 # The namespaces the run process itself joins: enough to see the run's files as the run does.
 OWN_NAMESPACES = ("user", "mnt")
@@ -176,4 +177,5 @@ class _JobRunner:
         connection_file = write_connection_file(Path.cwd() / ".kernel", name="cold")
         argv, env = cold_command(name, connection_file)
         self.kernel = _start_kernel(self.keeper, {"exec": {"argv": argv, "env": env}}, name=name)
+        execute.emit(KERNEL, kernel_pid=self.kernel.pid)  # the agent watches this one now
         self.client = connect(connection_file, self.kernel, timeout=READY_TIMEOUT)

@@ -23,21 +23,41 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
-import grp
 import json
+import logging
 import os
-import pwd
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from .errors import Unavailable
+from .procs import _unassigned, group_members, processes_of, reap
+from .runfiles import check_passable, close_to_others, hand_over, read_regular, regular_files, remove_tree
+
+__all__ = [  # the helpers moved to procs and runfiles are still reached through here
+    "Sandbox",
+    "Unavailable",
+    "agent_pythonpath",
+    "check_passable",
+    "close_to_others",
+    "detect",
+    "group_members",
+    "hand_over",
+    "processes_of",
+    "read_regular",
+    "reap",
+    "regular_files",
+    "remove_tree",
+]
+
+log = logging.getLogger("reprolab_agent")
 
 LEVELS = ("bwrap", "uid", "none")
 SANDBOXED = "sandboxed"  # `detect`'s choice: bwrap or uid, refusing to run unisolated
@@ -75,10 +95,6 @@ for path in protected:
             sys.exit(f"{item} is readable from the sandbox")
 print("ok")
 """
-
-
-class Unavailable(RuntimeError):
-    """An isolation level does not work on this machine (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class Sandbox:
         self.uids = [u for u in range(RUN_UID_BASE, RUN_UID_BASE + RUN_UID_COUNT) if _unassigned(u)]
         self.notes: list[str] = []  # why stronger levels were not used
         self.bwrap_disables_userns = False  # bubblewrap >= 0.8 can forbid nested user namespaces
+        self.stuck: list[IO[bytes]] = []  # locks of run uids whose processes would not die: never reused
 
     @property
     def drops_uid(self) -> bool:
@@ -159,7 +176,11 @@ class Sandbox:
             except BlockingIOError:
                 handle.close()
                 continue
-            reap(uid)  # a leftover of a run whose agent died
+            try:
+                reap(uid)  # a leftover of a run whose agent died
+            except RuntimeError:  # it will not die: keep this uid locked out, take another
+                self.stuck.append(handle)
+                continue
             return RunUser(uid=uid, gid=uid, lock=handle)
         raise Unavailable(f"all {len(self.uids)} run uids are in use on this machine")
 
@@ -223,6 +244,12 @@ class Sandbox:
             return
         try:
             reap(user.uid)
+        except RuntimeError as error:  # some process would not die: its uid is never lent again
+            log.error("%s; uid %s stays locked out", error, user.uid)
+            self.stuck.append(user.lock)
+            hand_over(Path(os.path.realpath(workdir)), os.geteuid(), os.getegid(), files=True)
+            return
+        try:
             hand_over(Path(os.path.realpath(workdir)), os.geteuid(), os.getegid(), files=True)
         finally:
             user.lock.close()
@@ -333,134 +360,6 @@ class _Layout:
             else:
                 args += ["--ro-bind", "/dev/null", str(path)]
         return args
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _unassigned(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        try:
-            grp.getgrgid(uid)
-        except KeyError:
-            return True
-    return False
-
-
-def _proc_stat(pid: str) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def group_members(pgid: int) -> list[int]:
-    """The pids of a process group, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _proc_stat(entry)) and fields[2] == str(pgid):
-            members.append(int(entry))
-    return members
-
-
-def processes_of(uid: int) -> list[int]:
-    """The live (not zombie) pids whose real uid is `uid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = dict(
-                line.split(":", 1) for line in Path(f"/proc/{entry}/status").read_text().splitlines() if ":" in line
-            )
-            if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
-                found.append(int(entry))
-        except (OSError, ValueError, KeyError, IndexError):
-            continue
-    return found
-
-
-def reap(uid: int, *, timeout: float = 10.0) -> None:
-    """SIGKILL every process of a run uid until none is left (a fork bomb loses the race)."""
-    deadline = time.monotonic() + timeout
-    while pids := processes_of(uid):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"processes of run uid {uid} survive SIGKILL: {pids[:10]}")
-        time.sleep(0.01)  # let the kernel finish the kills before looking again
-
-
-def hand_over(workdir: Path, uid: int, gid: int, *, files: bool = False) -> None:
-    """Give the working directory (and every folder in it; with `files`, every file too) to
-    `uid`. Inputs stay the agent's, readable and not writable by the run."""
-    os.chown(workdir, uid, gid)
-    os.chmod(workdir, 0o700)
-    for root, dirs, names in os.walk(workdir):
-        for name in dirs + (names if files else []):
-            with contextlib.suppress(FileNotFoundError):
-                os.lchown(os.path.join(root, name), uid, gid)
-
-
-def regular_files(root: Path) -> list[Path]:
-    """The regular files under a run's folder, never through a link: what a run leaves there is
-    read by the agent, which must not follow a link the run made to what it could not read."""
-    found = []
-    for folder, dirs, names in os.walk(root):  # does not descend into linked folders
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
-        for name in names:
-            path = Path(folder) / name
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                found.append(path)
-    return sorted(found)
-
-
-def read_regular(path: Path) -> bytes:
-    """A file of a run's folder, refusing a link (OSError), even one swapped in since it was
-    listed."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        return handle.read()
-
-
-def close_to_others(protect: Iterable[Path], keep: Iterable[Path]) -> None:
-    """For level uid: take the protected paths away from "others" (the run uids). A protected
-    folder that leads to something kept (the Python environment, the working directories) keeps
-    only the right to pass through it (no listing); everything else in it is closed."""
-    kept = [Path(os.path.realpath(k)) for k in keep]
-
-    def close(path: Path) -> None:
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if stat.S_ISLNK(info.st_mode) or path in kept:
-            return
-        mode = stat.S_IMODE(info.st_mode) & ~0o007
-        leads = [k for k in kept if k.is_relative_to(path)]
-        if not leads or not stat.S_ISDIR(info.st_mode):
-            os.chmod(path, mode)
-            return
-        os.chmod(path, mode | 0o001)
-        for entry in os.scandir(path):
-            close(Path(entry.path))
-
-    for path in protect:
-        close(Path(os.path.realpath(path)))
-
-
-def check_passable(paths: Iterable[Path]) -> None:
-    """Other users must be able to pass through every folder above these (level uid)."""
-    for path in paths:
-        for parent in Path(os.path.realpath(path)).parents:
-            if not parent.stat().st_mode & 0o001:
-                raise Unavailable(f"{parent} cannot be passed by other users, so runs cannot reach {path}")
 
 
 # -- choosing a level ---------------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """The watch over one executing run: it ends the run on a cancel, a timeout, a lost lease, the
 agent's shutdown or a broken resource limit, and samples the run's resources into events.
 
-What a run uses is summed over its kernel's session (the kernel and everything it started that
-did not leave the session): resident memory, CPU time and processes, read from /proc; the working
-directory's size is read from the disk. A process that leaves the session (setsid) escapes the
-sum, but not the per-process limits the kernel enforces on it (reprolab_agent.limits) nor the end
-of the sandbox.
+What a run uses is summed over all its processes (a root agent's run uid, else the sandbox's PID
+namespace, else the kernel's session; and the run process): proportional memory, CPU time and
+processes, read from /proc, plus what it stored in its sandbox's memory-backed /tmp and /dev/shm;
+the working directory's size and entries are read from the disk.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from typing import Any, Protocol
 
 from . import protocol
 from .lease import RunContext
-from .limits import MIB, Limits, describe, folder_bytes
-from .resources import Sample, sample_session, usage
+from .limits import MAX_ENTRIES, MIB, Limits, describe, folder_usage
+from .resources import Sample, sample_pids, usage
 
 log = logging.getLogger("reprolab_agent")
 
@@ -30,9 +29,13 @@ RESOURCE_SECONDS = 2.0  # how often a `resources` event is sent
 SHUTDOWN_KILL_SECONDS = 5.0  # after the agent's grace period, an interrupted run gets this long
 
 
-class Stoppable(Protocol):
+class Watched(Protocol):
+    """What the watch needs of a run (a pool slot)."""
+
     def interrupt(self) -> None: ...
     def kill(self) -> None: ...
+    def members(self) -> list[int]: ...
+    def tmpfs_bytes(self) -> int: ...
 
 
 class EventSink(Protocol):
@@ -43,11 +46,10 @@ class RunWatch(threading.Thread):
     def __init__(
         self,
         ctx: RunContext,
-        run: Stoppable,
+        run: Watched,
         events: EventSink,
         *,
         limits: Limits,
-        kernel_pid: int | None,
         timeout: float,
         gpus: Callable[[], list[dict[str, Any]] | None] | None = None,
     ) -> None:
@@ -56,7 +58,6 @@ class RunWatch(threading.Thread):
         self.target = run
         self.events = events
         self.limits = limits
-        self.kernel_pid = kernel_pid
         self.deadline = time.monotonic() + timeout
         self.gpus = gpus
         self.grace = float(ctx.claim.get(protocol.CLAIM_HEARTBEAT_SECONDS, 20))
@@ -64,6 +65,14 @@ class RunWatch(threading.Thread):
         self._previous_at = 0.0
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except Exception:  # a run must never outlive its watch: end it, and say the watch failed
+            log.exception("run %s: the watch failed; ending the run", self.ctx.run_id)
+            self.ctx.stopped_for = self.ctx.stopped_for or "the agent's watch over the run failed"
+            self.target.kill()
+
+    def _watch(self) -> None:
         next_limit = next_folder = 0.0
         next_report = time.monotonic() + RESOURCE_SECONDS
         while not self.ctx.finished.wait(TICK_SECONDS):
@@ -109,7 +118,8 @@ class RunWatch(threading.Thread):
         self.target.kill()
 
     def _sample(self) -> Sample | None:
-        return sample_session(self.kernel_pid, pss=bool(self.limits.memory_mb)) if self.kernel_pid else None
+        members = self.target.members()
+        return sample_pids(members, pss=bool(self.limits.memory_mb)) if members else None
 
     def _broken(self, sample: Sample | None, *, check_folder: bool) -> str | None:
         limits = self.limits
@@ -117,14 +127,17 @@ class RunWatch(threading.Thread):
             if limits.processes and sample.processes >= limits.processes:
                 return describe("processes", limits)
             memory = sample.pss_bytes if sample.pss_bytes is not None else sample.rss_bytes
-            if limits.memory_mb and memory > limits.memory_mb * MIB:
+            if limits.memory_mb and memory + self.target.tmpfs_bytes() > limits.memory_mb * MIB:
                 return describe("memory", limits)
             if limits.cpu_seconds and sample.cpu_seconds > limits.cpu_seconds:
                 return describe("cpu", limits)
         if check_folder and limits.workdir_mb:
             ceiling = limits.workdir_mb * MIB
-            if folder_bytes(self.ctx.workdir, stop_above=ceiling) > ceiling:
+            size, entries = folder_usage(self.ctx.workdir, stop_above=ceiling)
+            if size > ceiling:
                 return describe("workdir", limits)
+            if entries > MAX_ENTRIES:
+                return describe("entries", limits)
         return None
 
     def _report(self, sample: Sample, now: float) -> None:

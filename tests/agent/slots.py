@@ -132,7 +132,6 @@ def run_cells(
             slot,
             collected,
             limits=pool.limits,
-            kernel_pid=slot.kernel_pid,
             timeout=timeout,
         )
         watch.start()
@@ -142,6 +141,8 @@ def run_cells(
             for event in slot.lines():
                 if event.get("kind") == "exit":
                     code = int(event["payload"]["code"])
+                elif event.get("kind") == "kernel":
+                    slot.kernel_pid = event["payload"]["kernel_pid"]
                 elif event.get("kind") == "cell_started":
                     ctx.current_cell = event.get("cell_index")
                 events.append(event)

@@ -375,3 +375,21 @@ def test_a_non_root_agent_sandboxes_its_runs_in_a_user_namespace(site, tmp_path)
     assert found["new_user_namespace"] == -1  # bubblewrap's --disable-userns holds for a joined process
     assert found["protected"] is False
     assert found["network"] == "ConnectionRefusedError"
+
+
+KEYRING = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_ADD_KEY, SYS_KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+KEYCTL_SEARCH, USER_KEYRING = 10, -4
+found = libc.syscall(SYS_KEYCTL, KEYCTL_SEARCH, USER_KEYRING, b"user", b"reprolab-left", 0)
+print("found" if found > 0 else "absent")
+assert libc.syscall(SYS_ADD_KEY, b"user", b"reprolab-left", b"secret", 6, USER_KEYRING) > 0
+"""
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="keyctl numbers known here")
+def test_a_run_uid_lent_again_finds_no_key_an_earlier_run_left(site):
+    with warm_pool(sandbox_at("bwrap", site), site, spare=1) as pool:
+        outcomes = [run_cells(pool, notebook(KEYRING)) for _ in range(3)]
+    assert [o.stdout.strip() for o in outcomes] == ["absent"] * 3
