@@ -103,6 +103,7 @@ def _start(request: dict[str, Any], terms: Terms, *, keep: list[int]) -> int:
             os.close(fd)
         _become_unprivileged(terms)
         nsenter.clear_keyrings()  # nothing of an earlier run with this uid
+        nsenter.forbid_risky_syscalls()  # no user namespaces, no keyrings, for it and its children
         os.setsid()  # the kernel leads a session: it and what it starts are signalled together
         _plain_process()
         apply_rlimits(terms.limits)

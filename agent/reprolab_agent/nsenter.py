@@ -188,3 +188,80 @@ def capabilities_of_self() -> Mapping[str, int]:
         if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
             sets[key] = int(value.strip(), 16)
     return sets
+
+
+# --- a seccomp filter for run code ----------------------------------------------------------------
+# Classic BPF over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}.
+_SECCOMP_MODE_FILTER = 2
+_PR_SET_SECCOMP = 22
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_CLONE_NEWUSER = 0x10000000
+_EPERM, _ENOSYS = 1, 38
+# (audit arch, syscall numbers) per machine: unshare, clone, clone3, add_key, request_key, keyctl
+_SYSCALLS = {
+    "x86_64": (
+        0xC000003E,
+        {"unshare": 272, "clone": 56, "clone3": 435, "add_key": 248, "request_key": 249, "keyctl": 250},
+    ),
+    "aarch64": (
+        0xC00000B7,
+        {"unshare": 97, "clone": 220, "clone3": 435, "add_key": 217, "request_key": 218, "keyctl": 219},
+    ),
+}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _filter_program(arch: int, numbers: dict[str, int]) -> list[tuple[int, int, int, int]]:
+    """Run code may not create user namespaces (unshare or clone with CLONE_NEWUSER; clone3, whose
+    flags a filter cannot read, answers ENOSYS so libc falls back to clone) nor use the kernel's
+    keyrings, which outlive a run. Everything else is allowed: the sandbox's namespaces, uid and
+    limits do the rest."""
+    ld_w, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    deny = _RET_ERRNO | _EPERM
+    # (instruction, label of the jump when true) with labels resolved below: jumps are relative.
+    body: list[tuple[tuple[int, int, int, int], str | None]] = [
+        ((ld_w, 0, 0, 4), None),  # arch
+        ((jeq, 0, 0, arch), "syscall"),
+        ((ret, 0, 0, deny), None),  # another ABI (x32, 32-bit): refused outright
+        ((ld_w, 0, 0, 0), "@syscall"),  # nr
+        ((jeq, 0, 0, numbers["unshare"]), "flags"),
+        ((jeq, 0, 0, numbers["clone"]), "flags"),
+        ((jeq, 0, 0, numbers["clone3"]), "enosys"),
+        ((jeq, 0, 0, numbers["add_key"]), "deny"),
+        ((jeq, 0, 0, numbers["request_key"]), "deny"),
+        ((jeq, 0, 0, numbers["keyctl"]), "deny"),
+        ((ret, 0, 0, _RET_ALLOW), None),
+        ((ld_w, 0, 0, 16), "@flags"),  # args[0], low word: the flags of unshare and clone
+        ((jset, 0, 0, _CLONE_NEWUSER), "deny"),
+        ((ret, 0, 0, _RET_ALLOW), None),
+        ((ret, 0, 0, _RET_ERRNO | _ENOSYS), "@enosys"),
+        ((ret, 0, 0, deny), "@deny"),
+    ]
+    labels = {label[1:]: i for i, (_, label) in enumerate(body) if label and label.startswith("@")}
+    program = []
+    for i, ((code, _, _, k), label) in enumerate(body):
+        jump = labels[label] - i - 1 if label and not label.startswith("@") else 0
+        program.append((code, jump, 0, k))
+    return program
+
+
+def forbid_risky_syscalls() -> bool:
+    """Install the filter on this process and everything it starts (after no_new_privs, which
+    the kernel requires of an unprivileged process). False where this machine's calls are not
+    known (nothing installed)."""
+    known = _SYSCALLS.get(os.uname().machine)
+    if known is None:
+        return False
+    program = _filter_program(*known)
+    instructions = (_SockFilter * len(program))(*[_SockFilter(*i) for i in program])
+    fprog = _SockFprog(len(program), instructions)
+    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
+    return True

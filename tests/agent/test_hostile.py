@@ -304,3 +304,25 @@ def test_the_sandbox_placeholder_carries_none_of_the_agents_environment(site, mo
             pool.discard(slot)
             pool.remove(slot)
             pool.give_back()
+
+
+def test_run_code_cannot_make_a_user_namespace_to_mount_its_own_tmpfs(any_level, site):
+    body = notebook(
+        textwrap.dedent(
+            """
+            import ctypes, subprocess, threading
+            libc = ctypes.CDLL(None, use_errno=True)
+            print("unshare", libc.unshare(0x10000000), ctypes.get_errno())  # CLONE_NEWUSER
+            found = subprocess.run(["unshare", "-Urm", "true"], capture_output=True, text=True)
+            print("command", found.returncode)
+            done = []
+            worker = threading.Thread(target=done.append, args=(1,))  # threads still start (clone3 -> clone)
+            worker.start(); worker.join()
+            print("threads", done)
+            """
+        )
+    )
+    with warm_pool(sandbox_at(any_level, site), site, limits=LIMITS) as pool:
+        outcome = run_cells(pool, body)
+    assert outcome.code == 0, outcome.events
+    assert outcome.stdout.splitlines() == ["unshare -1 1", "command 1", "threads [1]"]
