@@ -160,6 +160,7 @@ class WarmPool:
         self._in_use = 0
         self._closing = False
         self._failures = 0
+        self.idle = False  # the filler waits: ready and starting slots meet the target
         self._cond = threading.Condition()
         self._filler: threading.Thread | None = None
 
@@ -233,7 +234,9 @@ class WarmPool:
         while True:
             with self._cond:
                 while not self._closing and len(self._ready) + self._starting >= self.target:
+                    self.idle = True  # nothing to make: the pool is as full as it should be
                     self._cond.wait()
+                self.idle = False
                 if self._closing:
                     return
                 self._starting += 1

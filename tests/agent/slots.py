@@ -53,6 +53,18 @@ def warm_pool(sandbox: Sandbox, site: Path, limits: Limits | None = None, **opti
         pool.close()
 
 
+@contextlib.contextmanager
+def taken(pool: WarmPool) -> Iterator[Slot]:
+    """A slot of the pool, discarded (with its folder) and given back on the way out."""
+    slot = pool.take()
+    try:
+        yield slot
+    finally:
+        pool.discard(slot)
+        pool.remove(slot)
+        pool.give_back()
+
+
 def notebook(*sources: str, kernel: str | None = "python3", parameters: str | None = None) -> bytes:
     nb = nbformat.v4.new_notebook()
     if parameters is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from reprolab_agent.limits import Limits
 
-from .slots import LINUX, ROOT, notebook, run_cells, sandbox_at, warm_pool
+from .slots import LINUX, ROOT, notebook, run_cells, sandbox_at, taken, warm_pool
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux process isolation")
 LIMITS = Limits(memory_mb=1024, processes=64, output_mb=8, workdir_mb=64, cpu_seconds=3)
@@ -291,19 +291,13 @@ def test_metadata_and_widget_state_count_against_the_output_limit(site):
 
 def test_the_sandbox_placeholder_carries_none_of_the_agents_environment(site, monkeypatch):
     monkeypatch.setenv("DJANGO_SECRET_KEY", "site-secret-in-the-agents-environment")
-    with warm_pool(sandbox_at("bwrap", site), site) as pool:
-        slot = pool.take()
-        try:
-            assert slot.placeholder is not None
-            assert slot.sandbox_pid is not None
-            for pid in (slot.placeholder.pid, slot.sandbox_pid):
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                assert b"DJANGO_SECRET_KEY=site-secret-in-the-agents-environment" not in environ
-                assert [v for v in environ if v and not v.startswith(b"PATH=")] == []
-        finally:
-            pool.discard(slot)
-            pool.remove(slot)
-            pool.give_back()
+    with warm_pool(sandbox_at("bwrap", site), site) as pool, taken(pool) as slot:
+        assert slot.placeholder is not None
+        assert slot.sandbox_pid is not None
+        for pid in (slot.placeholder.pid, slot.sandbox_pid):
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"DJANGO_SECRET_KEY=site-secret-in-the-agents-environment" not in environ
+            assert [v for v in environ if v and not v.startswith(b"PATH=")] == []
 
 
 def test_run_code_cannot_make_a_user_namespace_to_mount_its_own_tmpfs(any_level, site):

@@ -25,7 +25,7 @@ from tests.integration.processes import alive, wait_gone
 from tests.integration.servers import ROOT as REPO
 from tests.integration.servers import wait_until
 
-from .slots import LINUX, ROOT, notebook, run_cells, sandbox_at, warm_pool
+from .slots import LINUX, ROOT, notebook, run_cells, sandbox_at, taken, warm_pool
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux process isolation")
 LEVELS = ["bwrap", "uid", "none"]
@@ -56,14 +56,9 @@ def test_a_warm_slot_runs_a_parameterized_notebook(level, site):
 def test_the_kernel_is_up_before_the_run_arrives(site):
     with warm_pool(sandbox_at("bwrap", site), site, spare=1) as pool:
         wait_until(lambda: len(pool._ready) == 2, timeout=60, what="two ready slots")
-        slot = pool.take()
-        try:
+        with taken(pool) as slot:
             assert slot.kernel_pid is not None
             assert alive(slot.kernel_pid)  # the kernel exists before any job was given
-        finally:
-            pool.discard(slot)
-            pool.remove(slot)
-            pool.give_back()
 
 
 def test_nothing_passes_from_one_run_to_the_next(level, site):
@@ -115,14 +110,10 @@ def test_a_slot_serves_one_run_and_its_processes_end_with_it(level, site):
 def test_the_pool_keeps_one_ready_slot_per_free_run_slot_plus_a_spare(site):
     with warm_pool(sandbox_at("bwrap", site), site, concurrency=2, spare=1) as pool:
         wait_until(lambda: len(pool._ready) == 3, timeout=90, what="three ready slots")
-        slot = pool.take()
-        try:
-            time.sleep(1.0)  # give the filler a chance to overfill: it must not
-            assert len(pool._ready) + pool._starting == 2
-        finally:
-            pool.discard(slot)
-            pool.remove(slot)
-            pool.give_back()
+        with taken(pool):
+            # One run slot busy: the filler has nothing to make once it sees two ready.
+            wait_until(lambda: pool.idle and pool._starting == 0, timeout=90, what="the filler to rest")
+            assert len(pool._ready) == 2
         wait_until(lambda: len(pool._ready) == 3, timeout=90, what="the pool refilled")
 
 
