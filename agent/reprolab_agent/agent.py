@@ -125,7 +125,7 @@ class Agent:
     def serve(self, max_runs: int | None = None) -> None:
         """Work until stopped (or `max_runs` per worker). Returns once every run in flight has
         settled, or SETTLE_SECONDS after the grace period at the latest (the workers are daemon
-        threads; a run's child dies with the agent through its own watchdog)."""
+        threads; a run's processes end with the agent: its slot lives on a pipe only the agent holds)."""
         threads = [
             threading.Thread(target=self.worker, args=(max_runs,), name=f"worker-{i}", daemon=True)
             for i in range(self.concurrency)

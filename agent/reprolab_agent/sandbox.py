@@ -1,9 +1,11 @@
 """Isolation of a run's processes from the node that runs them.
 
-A notebook is untrusted code. The whole child (papermill, the kernel it starts and everything the
-kernel spawns) runs inside one of these levels, the strongest that works on this machine:
+A notebook is untrusted code. Its kernel and everything the kernel starts run inside one of these
+levels, the strongest that works on this machine (the warm pool, reprolab_agent.pool, builds a
+sandbox per run ahead of it; `spawn` starts a plain command in one, for the probe):
 
-- ``bwrap``: bubblewrap namespaces. The run sees a read-only system (/usr, /etc, /sys), the
+- ``bwrap``: bubblewrap namespaces (mount, PID, IPC, UTS, and network unless the run may use it;
+  a user namespace too for a non-root agent). The run sees a read-only system (/usr, /etc, /sys), the
   Python environment and this package read-only, a fresh /tmp, /dev and /proc (its own PID
   namespace: no agent, no other run), and its own working directory, writable. Nothing else of
   the host exists for it: not the site's directory, not the agent's state, cache or token, not
@@ -15,7 +17,8 @@ kernel spawns) runs inside one of these levels, the strongest that works on this
 - ``none``: the run runs as the agent's own user and can read whatever that user can. Reported so
   the site can show it (and runs can require more).
 
-Network access is not restricted at any level.
+Only ``bwrap`` restricts the network. At every level the kernel gets resource limits
+(reprolab_agent.limits) and a seccomp filter (reprolab_agent.nsenter).
 """
 
 from __future__ import annotations
