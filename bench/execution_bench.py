@@ -155,17 +155,9 @@ def phase(name: str) -> None:
 
 def memory_of_tree(pid: int) -> tuple[float, float, int]:
     """(PSS MiB, RSS MiB, processes) of a process and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
-    tree, todo = {pid}, [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            tree.add(child)
-            todo.append(child)
+    from tests.integration.processes import descendants
+
+    tree = {pid, *descendants(pid)}
     pss = rss = 0
     for member in tree:
         with contextlib.suppress(OSError, ValueError):

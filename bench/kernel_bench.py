@@ -7,6 +7,7 @@ processes spent to get there (what bounds throughput when kernels are made back 
 Run: `.venv/bin/python bench/kernel_bench.py [count]` (default 10). Prints medians.
 """
 
+import os
 import shutil
 import statistics
 import sys
@@ -15,11 +16,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "agent"))
+sys.path[:0] = [str(ROOT), str(ROOT / "agent")]
 
 from reprolab_agent.limits import Limits  # noqa: E402
 from reprolab_agent.pool import WarmPool  # noqa: E402
 from reprolab_agent.sandbox import Unavailable, detect  # noqa: E402
+
+from tests.integration.processes import descendants  # noqa: E402
 
 TICKS = 100.0
 
@@ -34,23 +37,6 @@ def cpu_of(pids: set[int]) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
-
-
-def tree(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def booted(count: int) -> tuple[list[float], list[float]]:
@@ -75,25 +61,18 @@ def forked(level: str, count: int, root: Path) -> tuple[list[float], list[float]
     pool.start(fill=False)  # slots are made here, one at a time, not in the background
     walls, cpus = [], []
     try:
-        assert pool.template.process is not None
         for _ in range(count):
-            before = tree(pool.template.process.pid) | tree_of_self()
+            before = descendants(os.getpid())  # the template and the sandboxes are below it
             start = time.perf_counter()
             slot = pool.make()
             walls.append(time.perf_counter() - start)
-            new = (tree(pool.template.process.pid) | tree_of_self()) - before
+            new = descendants(os.getpid()) - before
             cpus.append(cpu_of(new))
             pool.discard(slot)
             pool.remove(slot)
     finally:
         pool.close()
     return walls, cpus
-
-
-def tree_of_self() -> set[int]:
-    import os
-
-    return tree(os.getpid())
 
 
 def main() -> None:

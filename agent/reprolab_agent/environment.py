@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import protocol
 from .probe import _cpu_counts, _memory_total_mb, agent_version, probe_gpus
 
 # Variables that change numerical results or hardware placement. An allowlist: anything else
@@ -67,7 +68,7 @@ def run_environment(source: Mapping[str, str], *, workdir: Path, pythonpath: str
     env = {k: v for k, v in source.items() if k in RUN_ENV_ALLOWLIST or k.startswith("LC_")}
     env.setdefault("PATH", os.defpath)
     env["HOME"] = str(workdir)
-    env["TMPDIR"] = str(workdir / ".tmp")
+    env["TMPDIR"] = str(workdir / protocol.TMP_FOLDER)
     env["USER"] = env["LOGNAME"] = RUN_USER
     env["PYTHONPATH"] = pythonpath
     return env

@@ -17,6 +17,14 @@ from typing import IO, Any
 
 from . import protocol
 
+# What the run process says to the agent on its event channel besides the run's own events
+# (protocol.AGENT_EVENT_KINDS): its kernel is up, a kernel started for the job (a cold start),
+# setting up failed, and its exit code, always last.
+READY = "ready"
+KERNEL = "kernel"
+FAILED = "failed"
+EXIT = "exit"
+
 EXIT_SUCCEEDED = 0
 EXIT_NOTEBOOK_RAISED = 3
 EXIT_FAILED = 4
@@ -114,10 +122,9 @@ def run_papermill(
     kernel_name: str | None,
     language: str | None,
     engine: str,
-    kernel_up: threading.Event,
 ) -> int:
-    """papermill.execute_notebook with progress events; the exit code (see the module doc).
-    `kernel_up` is set once the kernel answered kernel_info (already, for a warm kernel)."""
+    """papermill.execute_notebook with progress events, on a kernel that already answered
+    kernel_info (a kernel that does not start is the run process's to report); the exit code."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -137,7 +144,6 @@ def run_papermill(
             stderr_file=StreamForwarder("stderr", progress),
             on_cell_start=progress.on_cell_start,
             on_cell_executed=progress.on_cell_executed,
-            on_notebook_start=lambda **_: kernel_up.set(),
             # Kill the kernel at once at the end: a polite shutdown sometimes costs 2.5 s.
             shutdown_kernel="immediate",
         )
@@ -147,11 +153,7 @@ def run_papermill(
     except KeyboardInterrupt:
         emit(protocol.LOG, message="interrupted")
         return EXIT_INTERRUPTED
-    except Exception as error:  # kernel died, bad notebook, missing kernel…
+    except Exception as error:  # the kernel died, a bad notebook…
         emit(protocol.LOG, message=f"{type(error).__name__}: {error}")
-        # nbclient raises RuntimeError when the kernel dies or times out before kernel_info; a
-        # missing kernel (NoSuchKernel) or a bad notebook is not RuntimeError and fails for good.
-        if isinstance(error, RuntimeError) and not kernel_up.is_set():
-            return EXIT_KERNEL_DID_NOT_START
         return EXIT_FAILED
     return EXIT_SUCCEEDED

@@ -17,8 +17,8 @@ from .cache import FileCache
 from .environment import KernelChoice, choose_kernel
 from .lease import RunContext
 
-NOTEBOOK = "_input.ipynb"
-OUTPUT = "_output.ipynb"
+NOTEBOOK = protocol.NOTEBOOK_FILE
+OUTPUT = protocol.OUTPUT_FILE
 
 
 def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Path, KernelChoice]:
@@ -39,10 +39,6 @@ def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Pat
     return notebook, choose_kernel(metadata if isinstance(metadata, dict) else {}, override=kernel_override)
 
 
-# Names in the working directory that are the agent's, never an input's.
-RESERVED = (NOTEBOOK, OUTPUT, ".kernel", ".tmp")
-
-
 def place_files(ctx: RunContext, cache: FileCache, *, copy: bool) -> None:
     """The run's dataset files, from the cache. `copy` when the run has the agent's own uid (a
     hard link would let it rewrite the cached file for later runs); a run uid gets links to files
@@ -51,7 +47,7 @@ def place_files(ctx: RunContext, cache: FileCache, *, copy: bool) -> None:
     seen: set[str] = set()
     for item in ctx.run["files"]:
         path = str(item["path"])
-        if path in seen or path.split("/", 1)[0] in RESERVED:
+        if path in seen or path.split("/", 1)[0] in protocol.RESERVED_RUN_NAMES:
             raise RuntimeError(f"input path {path!r} is given twice or is reserved for the agent")
         seen.add(path)
         target = (ctx.workdir / path).resolve()

@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import protocol
+
 WARM_KERNEL = "python3"
 ENGINE = "reprolab-warm"
-KERNEL_FOLDER = ".kernel"  # in the run's working directory; hidden, so never collected as an artifact
+KERNEL_FOLDER = protocol.KERNEL_FOLDER  # in the run's working directory; hidden, so never an artifact
 
 
 def serves_warm(kernel_name: str | None) -> bool:

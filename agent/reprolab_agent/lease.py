@@ -38,6 +38,7 @@ class RunContext:
     # The run's own process tree finished (its run process said `exit`, or its channel ended).
     finished: threading.Event = field(default_factory=threading.Event)
     current_cell: int | None = None  # the cell executing now, as its events said
+    timed_out: bool = False  # the watch ended the run at its timeout_seconds
 
     @property
     def run(self) -> dict[str, Any]:

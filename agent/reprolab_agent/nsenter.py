@@ -17,7 +17,6 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 # Join order within one user namespace: the user namespace first (it grants the privilege to
@@ -178,16 +177,6 @@ def clear_keyrings() -> None:
         return
     for keyring in (_KEY_SPEC_USER_KEYRING, _KEY_SPEC_USER_SESSION_KEYRING):
         _libc.syscall(number, _KEYCTL_CLEAR, keyring)
-
-
-def capabilities_of_self() -> Mapping[str, int]:
-    """The capability sets of this process as /proc shows them (tests check they are empty)."""
-    sets = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
-            sets[key] = int(value.strip(), 16)
-    return sets
 
 
 # --- a seccomp filter for run code ----------------------------------------------------------------

@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import nsenter
+from . import nsenter, protocol
 from .environment import run_environment
+from .execute import EXIT, FAILED, KERNEL, READY
 from .gpus import gpu_environment
 from .limits import Limits
-from .resources import namespace_members, session_members
-from .sandbox import RunUser, Sandbox, agent_pythonpath, hand_over, processes_of, remove_tree
+from .procs import namespace_members, processes_of, session_members
+from .sandbox import RunUser, Sandbox, agent_pythonpath, hand_over, remove_tree
 from .template import Template
 
 log = logging.getLogger("reprolab_agent")
@@ -61,14 +62,13 @@ class Slot:
     job: int  # write end of its job channel
     hold: int  # write end of the placeholder's (or the kernel's lifeline) pipe
     placeholder: subprocess.Popen[bytes] | None  # bubblewrap, at level bwrap
-    network: bool = False
     gpus: tuple[int, ...] = ()
     env: dict[str, str] = field(default_factory=dict)  # the run's whole environment
     run_pid: int | None = None  # the run process (papermill), outside the sandbox's PID namespace
     pid_namespace: int | None = None  # the sandbox's PID namespace (its inode), at level bwrap
     sandbox_pid: int | None = None  # the sandbox's first process (bubblewrap's init), at level bwrap
-    kernel_pid: int | None = None
-    ready: dict[str, Any] = field(default_factory=dict)
+    kernel_pid: int | None = None  # its session is the run's (a cold start replaces it)
+    exit_code: int | None = None  # what the run process said last, once it ended
     killed: bool = False
     discarded: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -129,6 +129,18 @@ class Slot:
             except ValueError:
                 continue
             if isinstance(event, dict):
+                yield event
+
+    def follow(self) -> Iterator[dict[str, Any]]:
+        """The job's events, until the run process ends; what it says of itself is kept here
+        instead: its exit code, and the kernel of a cold start (whose session is now the run's)."""
+        for event in self.lines():
+            payload = event.get("payload") or {}
+            if event.get("kind") == EXIT:
+                self.exit_code = int(payload.get("code", -1))
+            elif event.get("kind") == KERNEL:
+                self.kernel_pid = payload.get("kernel_pid")
+            else:
                 yield event
 
 
@@ -274,12 +286,12 @@ class WarmPool:
         sandbox_pid: int | None = None
         slot: Slot | None = None
         try:
-            (workdir / ".tmp").mkdir()
+            (workdir / protocol.TMP_FOLDER).mkdir()
             if user is not None:
                 hand_over(workdir, user.uid, user.gid)
             if self.sandbox.level == "bwrap":
                 placeholder, sandbox_pid, namespaces = self._sandbox(
-                    workdir, user, hold_read, network=network, gpus=bool(gpus)
+                    workdir, hold_read, network=network, gpus=bool(gpus)
                 )
                 pid_namespace = next((os.fstat(fd).st_ino for name, fd in namespaces if name == "pid"), None)
             env = run_environment(self.env_source, workdir=workdir, pythonpath=agent_pythonpath())
@@ -303,7 +315,6 @@ class WarmPool:
                 job=job,
                 hold=hold,
                 placeholder=placeholder,
-                network=network,
                 gpus=gpus,
                 env=env,
                 run_pid=run_pid,
@@ -330,7 +341,7 @@ class WarmPool:
         return slot
 
     def _sandbox(
-        self, workdir: Path, user: RunUser | None, hold_read: int, *, network: bool, gpus: bool
+        self, workdir: Path, hold_read: int, *, network: bool, gpus: bool
     ) -> tuple[subprocess.Popen[bytes], int, list[tuple[str, int]]]:
         """bubblewrap around the placeholder; returns it and its namespaces (open fds)."""
         info_read, info_write = os.pipe()
@@ -391,11 +402,10 @@ class WarmPool:
     def _read_until_ready(self, slot: Slot) -> None:
         for event in slot.lines():
             kind = event.get("kind")
-            if kind == "ready":
-                slot.ready = event.get("payload") or {}
-                slot.kernel_pid = slot.ready.get("kernel_pid")
+            if kind == READY:
+                slot.kernel_pid = (event.get("payload") or {}).get("kernel_pid")
                 return
-            if kind in ("failed", "exit"):
+            if kind in (FAILED, EXIT):
                 self.discard(slot)
                 raise RuntimeError(
                     f"the run process failed to start: {(event.get('payload') or {}).get('message', kind)}"

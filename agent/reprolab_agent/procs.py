@@ -23,21 +23,45 @@ def _unassigned(uid: int) -> bool:
     return False
 
 
-def _proc_stat(pid: str) -> list[str] | None:
+def stat_fields(pid: int | str, proc: Path = Path("/proc")) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses): [0] state, [1] parent, [2] process group, [3] session, [11] utime, [12] stime;
+    None when the process is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = (proc / str(pid) / "stat").read_text()
     except OSError:
         return None
     return text[text.rindex(")") + 2 :].split()
 
 
-def group_members(pgid: int) -> list[int]:
-    """The pids of a process group, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _proc_stat(entry)) and fields[2] == str(pgid):
-            members.append(int(entry))
-    return members
+def _members(field: int, value: int, proc: Path) -> list[int]:
+    found = []
+    for entry in os.listdir(proc):
+        if entry.isdigit() and (fields := stat_fields(entry, proc)) and fields[field] == str(value):
+            found.append(int(entry))
+    return found
+
+
+def group_members(pgid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of a process group."""
+    return _members(2, pgid, proc)
+
+
+def session_members(session_id: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of a session (a run's kernel leads one)."""
+    return _members(3, session_id, proc)
+
+
+def namespace_members(pid_namespace: int, proc: Path = Path("/proc")) -> list[int]:
+    """The pids of every process in a PID namespace (by its inode): all of a sandbox's processes,
+    wherever they moved (other sessions, other process groups)."""
+    found = []
+    for entry in os.listdir(proc):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(proc / entry / "ns" / "pid").st_ino == pid_namespace:
+                    found.append(int(entry))
+    return found
 
 
 def processes_of(uid: int) -> list[int]:

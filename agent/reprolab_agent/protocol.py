@@ -52,6 +52,13 @@ CLAIM_REFERENCE: Final = "reference"
 # notebook itself (base64) when it is small, saving the agent a round trip before the run starts.
 RUN_REQUIREMENTS: Final = "requirements"
 RUN_NOTEBOOK_INLINE: Final = "notebook_inline"
+# Names in a run's working directory that are the agent's (the notebook, its output, the kernel's
+# sockets, the run's temporary folder): no input file may take them (the site refuses such runs).
+NOTEBOOK_FILE: Final = "_input.ipynb"
+OUTPUT_FILE: Final = "_output.ipynb"
+KERNEL_FOLDER: Final = ".kernel"
+TMP_FOLDER: Final = ".tmp"
+RESERVED_RUN_NAMES: Final = (NOTEBOOK_FILE, OUTPUT_FILE, KERNEL_FOLDER, TMP_FOLDER)
 NOTEBOOK_INLINE_MAX_BYTES: Final = 256 * 1024
 # The URLs a claim names, by key: each is one endpoint of the run, authenticated by the run token.
 URL_NOTEBOOK: Final = "notebook"

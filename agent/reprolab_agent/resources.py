@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .procs import session_members, stat_fields
+
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -33,39 +35,6 @@ def _pss(entry: Path) -> int | None:
     return None
 
 
-def _stat_fields(entry: Path) -> list[str]:
-    stat = (entry / "stat").read_text()
-    # Fields after the command name (which may hold spaces) start after the last ')'.
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def session_members(session_id: int, proc: Path = Path("/proc")) -> list[int]:
-    """The pids of a session (field 6 of stat)."""
-    found = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat_fields(entry)[3]) == session_id:
-                    found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
-def namespace_members(pid_namespace: int, proc: Path = Path("/proc")) -> list[int]:
-    """The pids of every process in a PID namespace (by its inode): all of a sandbox's processes,
-    wherever they moved (other sessions, other process groups)."""
-    found = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.stat(entry / "ns" / "pid").st_ino == pid_namespace:
-                    found.append(int(entry.name))
-            except (OSError, ValueError):
-                continue
-    return found
-
-
 def sample_pids(pids: list[int], proc: Path = Path("/proc"), *, pss: bool = False) -> Sample:
     """Sum memory and CPU time over these processes; with `pss`, the proportional set size too
     (dearer to read). Processes that ended meanwhile count nothing."""
@@ -73,10 +42,10 @@ def sample_pids(pids: list[int], proc: Path = Path("/proc"), *, pss: bool = Fals
     proportional: int | None = 0 if pss else None
     for pid in set(pids):
         entry = proc / str(pid)
+        fields = stat_fields(pid, proc)
+        if fields is None or fields[0] == "Z":  # gone, or a zombie: it uses nothing
+            continue
         try:
-            fields = _stat_fields(entry)
-            if fields[0] == "Z":  # a zombie uses nothing
-                continue
             ticks += int(fields[11]) + int(fields[12])  # utime + stime
             resident = int((entry / "statm").read_text().split()[1]) * PAGE_SIZE
         except (OSError, ValueError, IndexError):

@@ -59,7 +59,7 @@ class Results:
         # (the site's database) would otherwise be read and uploaded by the agent for it.
         for path in regular_files(ctx.workdir):
             relative = path.relative_to(ctx.workdir).as_posix()
-            if relative in ("_input.ipynb", "_output.ipynb") or any(
+            if relative in (protocol.NOTEBOOK_FILE, protocol.OUTPUT_FILE) or any(
                 part.startswith(".") for part in relative.split("/")
             ):
                 continue

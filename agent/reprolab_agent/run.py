@@ -19,7 +19,7 @@ from . import protocol
 from .cache import FileCache
 from .client import Client, GaveUp
 from .environment import KernelChoice, capture
-from .execute import EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED
+from .execute import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED, EXIT_SUCCEEDED
 from .gpus import GpuSampler, GpuSlots
 from .inputs import NOTEBOOK, OUTPUT, place_files, place_notebook
 from .lease import EventSender, Heartbeat, LeaseLost, RunContext
@@ -31,7 +31,7 @@ from .watch import RunWatch
 
 log = logging.getLogger("reprolab_agent")
 
-EXIT_STATES = {0: protocol.SUCCEEDED, EXIT_NOTEBOOK_RAISED: protocol.FAILED, 4: protocol.FAILED}
+EXIT_STATES = {EXIT_SUCCEEDED: protocol.SUCCEEDED, EXIT_NOTEBOOK_RAISED: protocol.FAILED, EXIT_FAILED: protocol.FAILED}
 RELEASE_RETRY_SECONDS = 10.0  # a release is worth a few retries; then the lease expires instead
 
 
@@ -126,8 +126,8 @@ class RunExecutor:
             code, last_log = self._run_job(ctx, slot, kernel, events)
         finally:
             events.done.set()  # on any error too: no flusher thread outlives its run
-        if self.pool is not None:
-            self.pool.discard(slot)  # every process of the run ends before its files are read back
+        assert self.pool is not None  # it made the slot
+        self.pool.discard(slot)  # every process of the run ends before its files are read back
         events.close()
         snapshot.join()
         return self._settle(ctx, code, last_log)
@@ -180,19 +180,13 @@ class RunExecutor:
             gpus=(lambda: sampler.sample(slot.gpus)) if sampler is not None and slot.gpus else None,
         )
         watch.start()
-        code, last_log = EXIT_INTERRUPTED if slot.killed else -1, ""
+        ended_before = slot.killed
+        last_log = ""
         try:
-            for event in slot.lines():
+            for event in slot.follow():
                 kind = event.get("kind")
-                payload = event.get("payload") or {}
-                if kind == "exit":
-                    code = int(payload.get("code", -1))
-                    continue
-                if kind == "kernel":  # a cold start: its session is the run's now
-                    slot.kernel_pid = payload.get("kernel_pid")
-                    continue
                 if kind == protocol.LOG:
-                    last_log = str(payload.get("message", ""))
+                    last_log = str((event.get("payload") or {}).get("message", ""))
                 elif kind == protocol.CELL_STARTED:
                     ctx.current_cell = event.get("cell_index")
                 if kind in protocol.AGENT_EVENT_KINDS:
@@ -200,7 +194,9 @@ class RunExecutor:
         finally:
             ctx.finished.set()
             watch.join()
-        return code, last_log
+        if slot.exit_code is not None:
+            return slot.exit_code, last_log
+        return (EXIT_INTERRUPTED if ended_before else -1), last_log
 
     def _settle(self, ctx: RunContext, code: int, last_log: str) -> str:
         if ctx.lease_lost.is_set():
@@ -231,7 +227,7 @@ class RunExecutor:
     def _error_text(self, code: int, ctx: RunContext, last_log: str) -> str:
         if ctx.stopped_for:  # a limit the run broke: "memory limit 2 GiB exceeded in cell 4"
             return ctx.stopped_for[0].upper() + ctx.stopped_for[1:] + "."
-        if ctx.claim.get("timed_out"):
+        if ctx.timed_out:
             return f"Timed out after {ctx.run['timeout_seconds']} s."
         if ctx.cancel.is_set():
             return "Cancelled on request."
@@ -239,7 +235,10 @@ class RunExecutor:
             # The kernel refused the allocation at the run's limit (RLIMIT_DATA): say which.
             where = f" in cell {ctx.current_cell}" if ctx.current_cell is not None else ""
             return f"{describe('memory', self.limits).capitalize()} exceeded{where}: {last_log}"
-        reason = {3: "The notebook raised an error", 4: "papermill or the kernel failed"}.get(code, f"exit code {code}")
+        reason = {
+            EXIT_NOTEBOOK_RAISED: "The notebook raised an error",
+            EXIT_FAILED: "papermill or the kernel failed",
+        }.get(code, f"exit code {code}")
         return f"{reason}: {last_log}" if last_log else f"{reason}."
 
     # -- ending a run ---------------------------------------------------------------------------------

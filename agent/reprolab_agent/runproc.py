@@ -30,14 +30,19 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import execute, keeper, nsenter, protocol
-from .kernel import ForkedKernel, cold_command, connect, register_engine, serves_warm, write_connection_file
+from .kernel import (
+    ENGINE,
+    KERNEL_FOLDER,
+    ForkedKernel,
+    cold_command,
+    connect,
+    register_engine,
+    serves_warm,
+    write_connection_file,
+)
 from .limits import Limits
 
 READY_TIMEOUT = 60.0
-EXIT = "exit"
-READY = "ready"
-KERNEL = "kernel"  # a kernel started for the job (a cold start): its pid
-FAILED = "failed"
 # The namespaces the run process itself joins: enough to see the run's files as the run does.
 OWN_NAMESPACES = ("user", "mnt")
 
@@ -49,8 +54,8 @@ def serve(spec: dict[str, Any], fds: dict[str, Any]) -> NoReturn:
         execute.open_channel(fds["events"])
         code = _serve(spec, fds)
     except BaseException as error:  # setting up failed: say why; the agent discards this slot
-        execute.emit(FAILED, message=f"{type(error).__name__}: {error}")
-    execute.emit(EXIT, code=code)
+        execute.emit(execute.FAILED, message=f"{type(error).__name__}: {error}")
+    execute.emit(execute.EXIT, code=code)
     os._exit(code)
 
 
@@ -89,17 +94,17 @@ def _serve(spec: dict[str, Any], fds: dict[str, Any]) -> int:
     os.chdir(spec["workdir"])
     os.environ.clear()
     os.environ.update(spec["env"])
-    connection_file = write_connection_file(Path(spec["workdir"]) / ".kernel")
+    connection_file = write_connection_file(Path(spec["workdir"]) / KERNEL_FOLDER)
     kernel = _start_kernel(ours, {"warm": {"connection_file": connection_file}})
     client = connect(connection_file, kernel, timeout=READY_TIMEOUT)
-    execute.emit(READY, kernel=kernel.kernel_name, kernel_pid=kernel.pid)
+    execute.emit(execute.READY, kernel=kernel.kernel_name, kernel_pid=kernel.pid)
     job_channel = os.fdopen(fds["job"], "r")
     line = job_channel.readline()
     if not line:  # the agent never needed this slot
         kernel.shutdown_kernel()
         return 0
     job = json.loads(line)
-    runner = _JobRunner(ours, kernel, client, limits, connection_file)
+    runner = _JobRunner(ours, kernel, client, limits)
     threading.Thread(target=_follow_job_channel, args=(job_channel, runner), daemon=True).start()
     return runner.run(job)
 
@@ -127,16 +132,14 @@ def _follow_job_channel(channel: Any, runner: _JobRunner) -> None:
 
 
 class _JobRunner:
-    def __init__(self, keeper_channel: socket.socket, kernel: ForkedKernel, client: Any, limits: Limits, cf: str):
+    def __init__(self, keeper_channel: socket.socket, kernel: ForkedKernel, client: Any, limits: Limits):
         self.keeper = keeper_channel
         self.kernel = kernel
         self.client = client
         self.limits = limits
-        self.connection_file = cf
 
     def run(self, job: dict[str, Any]) -> int:
         name = job.get("kernel") or None
-        kernel_up = threading.Event()
         try:
             if name and not serves_warm(name):
                 self._go_cold(name)
@@ -146,7 +149,6 @@ class _JobRunner:
         except Exception as error:  # no such kernel here: the run's own problem
             execute.emit(protocol.LOG, message=f"{type(error).__name__}: {error}")
             return execute.EXIT_FAILED
-        kernel_up.set()
 
         def cut(cell_index: int) -> None:
             execute.emit(protocol.LOG, cell_index, message="output past the run's limit was dropped", limit="output")
@@ -160,8 +162,7 @@ class _JobRunner:
                 parameters=job.get("parameters") or {},
                 kernel_name=name,
                 language=job.get("language"),
-                engine="reprolab-warm",
-                kernel_up=kernel_up,
+                engine=ENGINE,
             )
         finally:
             with contextlib.suppress(Exception):
@@ -174,8 +175,8 @@ class _JobRunner:
         with contextlib.suppress(Exception):
             self.client.stop_channels()
         self.kernel.shutdown_kernel()
-        connection_file = write_connection_file(Path.cwd() / ".kernel", name="cold")
+        connection_file = write_connection_file(Path.cwd() / KERNEL_FOLDER, name="cold")
         argv, env = cold_command(name, connection_file)
         self.kernel = _start_kernel(self.keeper, {"exec": {"argv": argv, "env": env}}, name=name)
-        execute.emit(KERNEL, kernel_pid=self.kernel.pid)  # the agent watches this one now
+        execute.emit(execute.KERNEL, kernel_pid=self.kernel.pid)  # the agent watches this one now
         self.client = connect(connection_file, self.kernel, timeout=READY_TIMEOUT)

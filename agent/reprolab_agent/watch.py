@@ -85,8 +85,7 @@ class RunWatch(threading.Thread):
                 self._interrupt_then_kill(SHUTDOWN_KILL_SECONDS)
                 return
             if self.ctx.cancel.is_set() or now > self.deadline:
-                if not self.ctx.cancel.is_set():
-                    self.ctx.claim["timed_out"] = True
+                self.ctx.timed_out = not self.ctx.cancel.is_set()
                 self._interrupt_then_kill(self.grace)
                 return
             if now >= next_limit:
@@ -100,9 +99,9 @@ class RunWatch(threading.Thread):
                     return
                 if sample is not None and self._previous is None:
                     self._previous, self._previous_at = sample, now
-                elif sample is not None and now >= next_report:
+                elif sample is not None and self._previous is not None and now >= next_report:
                     next_report = now + RESOURCE_SECONDS
-                    self._report(sample, now)
+                    self._report(self._previous, sample, now)
 
     def _interrupt_then_kill(self, grace: float) -> None:
         """Interrupt, then kill if the run has not finished within `grace`."""
@@ -140,11 +139,10 @@ class RunWatch(threading.Thread):
                 return describe("entries", limits)
         return None
 
-    def _report(self, sample: Sample, now: float) -> None:
-        if self._previous is not None:
-            payload: dict[str, Any] = dict(usage(self._previous, sample, now - self._previous_at))
-            gpus = self.gpus() if self.gpus is not None else None
-            if gpus:
-                payload["gpus"] = gpus
-            self.events.add({"kind": protocol.RESOURCES, "payload": payload})
+    def _report(self, previous: Sample, sample: Sample, now: float) -> None:
+        payload: dict[str, Any] = dict(usage(previous, sample, now - self._previous_at))
+        gpus = self.gpus() if self.gpus is not None else None
+        if gpus:
+            payload["gpus"] = gpus
+        self.events.add({"kind": protocol.RESOURCES, "payload": payload})
         self._previous, self._previous_at = sample, now

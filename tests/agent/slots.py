@@ -147,20 +147,16 @@ def run_cells(
             timeout=timeout,
         )
         watch.start()
-        code = -1
         events: list[dict[str, Any]] = []
         try:
-            for event in slot.lines():
-                if event.get("kind") == "exit":
-                    code = int(event["payload"]["code"])
-                elif event.get("kind") == "kernel":
-                    slot.kernel_pid = event["payload"]["kernel_pid"]
-                elif event.get("kind") == "cell_started":
+            for event in slot.follow():
+                if event.get("kind") == "cell_started":
                     ctx.current_cell = event.get("cell_index")
                 events.append(event)
         finally:
             ctx.finished.set()
             watch.join()
+        code = -1 if slot.exit_code is None else slot.exit_code
         pool.discard(slot)
         output_file = slot.workdir / "_output.ipynb"
         output = json.loads(output_file.read_text()) if output_file.is_file() else None

@@ -42,10 +42,6 @@ def _check_same_project(
         raise ValidationError({"reference_run": f"Run {reference_run.pk} is not in this project."})
 
 
-# The agent's own names in a run's working directory (reprolab_agent.inputs.RESERVED).
-RESERVED_INPUT_NAMES = ("_input.ipynb", "_output.ipynb", ".kernel", ".tmp")
-
-
 def _check_input_paths(dataset_versions: Sequence[DatasetVersion]) -> None:
     """Every input file lands at its path in the run's folder: two at one path, a file where
     another needs a folder, or one of the agent's own names would make the run unplaceable."""
@@ -53,7 +49,7 @@ def _check_input_paths(dataset_versions: Sequence[DatasetVersion]) -> None:
     for dataset_version in dataset_versions:
         for path in dataset_version.files.values_list("path", flat=True):
             where = f"{dataset_version.dataset.name}@v{dataset_version.number}"
-            if path.split("/", 1)[0] in RESERVED_INPUT_NAMES:
+            if path.split("/", 1)[0] in protocol.RESERVED_RUN_NAMES:
                 raise ValidationError({"datasets": f"{where} has {path!r}, a name the run's node keeps for itself."})
             if path in paths:
                 raise ValidationError({"datasets": f"{path!r} is in both {paths[path]} and {where}."})
