@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/array_bench.py
 	$(BIN)/python bench/kernel_bench.py 2>/dev/null
 	$(BIN)/python bench/execution_bench.py 2>/dev/null
+	$(BIN)/python bench/environment_bench.py
 
 clean:
 	rm -rf var/test-media var/test-db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

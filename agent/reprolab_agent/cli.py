@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from . import __version__, protocol
 from .agent import DEFAULT_GRACE_SECONDS, Agent
 from .client import Client, Interrupted
+from .envs import EnvironmentCache
 from .gpus import GpuSampler, GpuSlots
 from .limits import Limits, default_limits
 from .pool import WarmPool
@@ -97,6 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache-dir", type=Path, default=Path(os.environ.get("REPROLAB_CACHE_DIR", Path.home() / ".reprolab/cache"))
     )
+    parser.add_argument(
+        "--environments-dir",
+        type=Path,
+        default=Path(os.environ.get("REPROLAB_ENVIRONMENTS_DIR", Path.home() / ".reprolab/environments")),
+        help="where declared environments are built, one per lock (runs see only their own, read-only)",
+    )
+    parser.add_argument(
+        "--environment-cache-mb",
+        type=int,
+        default=int(os.environ.get("REPROLAB_ENVIRONMENT_CACHE_MB") or 20480),
+        help="MiB the built environments may take; past it the least recently used are removed (0: no bound)",
+    )
+    parser.add_argument(
+        "--index-url",
+        default=os.environ.get("REPROLAB_INDEX_URL") or os.environ.get("UV_INDEX_URL") or None,
+        help="the package index environments are installed from, e.g. a mirror this node can reach (default: PyPI)",
+    )
     parser.add_argument("--wait", type=float, default=25.0, help="long-poll seconds per claim")
     parser.add_argument("--max-runs", type=int, default=None, help="exit after this many runs per worker")
     parser.add_argument(
@@ -117,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "--token" in sys.argv or any(a.startswith("--token=") for a in sys.argv):
         logging.warning("--token on the command line shows in `ps` while the agent starts; use --token-file")
-    protect = [args.work_dir, args.cache_dir, *args.protect] + ([args.token_file] if args.token_file else [])
+    protect = [args.work_dir, args.cache_dir, args.environments_dir, *args.protect] + (
+        [args.token_file] if args.token_file else []
+    )
     try:
         sandbox = detect(args.isolation, protect=protect, work_root=args.work_dir)
     except Unavailable as error:
@@ -131,8 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     capabilities = probe_capabilities()
     limits = run_limits(args)
+    environments = EnvironmentCache(
+        args.environments_dir, index_url=args.index_url, max_bytes=max(0, args.environment_cache_mb) * 2**20
+    )
+    if not environments.available:
+        logging.warning("uv is not installed beside the agent: runs with a declared environment go to other nodes")
     pool = WarmPool(
-        sandbox, work_root=args.work_dir, limits=limits, concurrency=args.concurrency, spare=args.warm_spare
+        sandbox,
+        work_root=args.work_dir,
+        limits=limits,
+        concurrency=args.concurrency,
+        spare=args.warm_spare,
+        environments=environments,
     )
     try:
         pool.start()
@@ -149,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         network=args.allow_network,
         gpus=GpuSlots(capabilities.get("gpus") or [], sharing=args.gpu_sharing),
         gpu_sampler=GpuSampler(),
+        environments=environments,
     )
 
     def stop(signum: int, frame: object) -> None:
@@ -171,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         protocol.CAP_GPU_SHARING: args.gpu_sharing,
         protocol.CAP_WARM_KERNELS: pool.warm_kernels,
         protocol.CAP_LIMITS: limits.as_capability(),
+        protocol.CAP_ENVIRONMENTS: environments.available,
+        protocol.CAP_PYTHON: platform.python_version(),
     }
     try:
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
+from .envs import Environment, describe_environment
 from .probe import _cpu_counts, _memory_total_mb, agent_version, probe_gpus
 
 # Variables that change numerical results or hardware placement. An allowlist: anything else
@@ -228,10 +229,12 @@ def capture(
     inputs: list[dict[str, Any]],
     kernel_chosen: str | None = None,
     env: Mapping[str, str] | None = None,
+    environment: Environment | None = None,
 ) -> dict[str, Any]:
     """The snapshot: software, hardware, kernel (and how it was chosen), environment variables
-    (of `env`, the run's own, when given), and the inputs (each with the sha256 the agent
-    verified when it fetched it)."""
+    (of `env`, the run's own, when given), the inputs (each with the sha256 the agent verified
+    when it fetched it), and the declared environment (its lock, whether the installed packages
+    match it; `packages` are then the environment's)."""
     env = os.environ if env is None else env
     kernel = kernel_spec(kernel_name)
     if kernel_chosen:
@@ -240,4 +243,14 @@ def capture(
     snapshot["kernel"] = kernel
     snapshot["env"] = {name: env[name] for name in ENV_ALLOWLIST if name in env}
     snapshot["inputs"] = inputs
+    snapshot["environment"] = describe_environment(environment)
+    if environment is not None:  # the run's packages are the environment's, not the agent's
+        snapshot["packages"] = snapshot["environment"].pop("packages")
+        snapshot["kernel"] = {
+            "name": kernel_name,
+            "language": "python",
+            "argv": [str(environment.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "environment": environment.sha256,
+            **({"chosen": kernel_chosen} if kernel_chosen else {}),
+        }
     return snapshot

@@ -6,7 +6,10 @@ sandbox, fresh processes (nothing passes from one run to the next). The pool kee
 per free run slot of the agent plus a spare, made in the background while runs execute, so a
 claimed run normally starts on a kernel that is already up. Slots are made for the common case (no
 network, no GPU); a run that needs the network or GPUs gets a slot made for it when it is claimed,
-from the same template (a fork, not a boot).
+from the same template (a fork, not a boot). A run in a declared environment (reprolab_agent.envs)
+gets a slot whose kernel is that environment's own Python (booted by the keeper, not forked); the
+pool then keeps a spare slot for each of the few environments used last, so the next run in one
+of them starts on a kernel that is already up too.
 
 How a slot is made:
 1. a fresh working directory (given to the run uid when the agent is root);
@@ -30,6 +33,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ from typing import IO, Any
 
 from . import nsenter, protocol
 from .environment import run_environment
+from .envs import Environment, EnvironmentCache, EnvironmentSpec
 from .execute import EXIT, FAILED, KERNEL, READY
 from .gpus import gpu_environment
 from .limits import Limits
@@ -69,6 +74,8 @@ class Slot:
     sandbox_pid: int | None = None  # the sandbox's first process (bubblewrap's init), at level bwrap
     kernel_pid: int | None = None  # its session is the run's (a cold start replaces it)
     exit_code: int | None = None  # what the run process said last, once it ended
+    environment: str = ""  # the sha256 of its declared environment ("": the node's base one)
+    environment_hold: contextlib.ExitStack | None = None  # keeps a spare's environment from eviction
     killed: bool = False
     discarded: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -156,6 +163,8 @@ class WarmPool:
         concurrency: int,
         spare: int = 1,
         env: dict[str, str] | None = None,
+        environments: EnvironmentCache | None = None,
+        environment_spares: int = 2,
     ) -> None:
         self.sandbox = sandbox
         self.work_root = work_root
@@ -166,8 +175,12 @@ class WarmPool:
         self.template = Template(
             env=run_environment(self.env_source, workdir=work_root, pythonpath=agent_pythonpath()), cwd=work_root
         )
+        self.environments = environments
+        self.environment_spares = environment_spares
         self.warm_kernels: list[str] = []
-        self._ready: list[Slot] = []
+        self._ready: list[Slot] = []  # base slots and environment spares (Slot.environment)
+        self._recent: OrderedDict[str, EnvironmentSpec] = OrderedDict()  # environments used last
+        self._starting_environments: set[str] = set()
         self._starting = 0
         self._in_use = 0
         self._closing = False
@@ -206,13 +219,56 @@ class WarmPool:
 
     @property
     def target(self) -> int:
-        """Ready slots wanted now: one per free run slot, plus the spare."""
+        """Ready base slots wanted now: one per free run slot, plus the spare."""
         return max(0, self.concurrency - self._in_use) + self.spare
 
+    def _base_wanted(self) -> bool:
+        return sum(1 for s in self._ready if not s.environment) + self._starting < self.target
+
+    def _base_ready(self) -> Slot | None:
+        return next((s for s in self._ready if not s.environment), None)
+
+    def _environment_wanted(self) -> str | None:
+        """An environment used lately that has no spare slot, ready or coming (under the lock)."""
+        covered = {s.environment for s in self._ready} | self._starting_environments
+        return next((sha for sha in reversed(self._recent) if sha not in covered), None)
+
+    def _remember(self, spec: EnvironmentSpec) -> None:
+        """A run used this environment: keep a spare for it (and for a few others used lately)."""
+        self._recent[spec.sha256] = spec
+        self._recent.move_to_end(spec.sha256)
+        while len(self._recent) > self.environment_spares:
+            stale, _ = self._recent.popitem(last=False)
+            for slot in [s for s in self._ready if s.environment == stale]:
+                self._ready.remove(slot)
+                threading.Thread(target=self._drop, args=(slot,), daemon=True).start()
+
+    def _drop(self, slot: Slot) -> None:
+        self.discard(slot)
+        self.remove(slot)
+
     # -- taking and returning slots -----------------------------------------------------------------
-    def take(self, *, network: bool = False, gpus: Sequence[int] = ()) -> Slot:
+    def take(self, *, network: bool = False, gpus: Sequence[int] = (), environment: Environment | None = None) -> Slot:
         """A slot for a run: a ready one from the pool, or one made now (for a run that needs the
         network or GPUs, or when none is ready or coming)."""
+        if environment is not None:
+            with self._cond:
+                self._in_use += 1
+                if self.environment_spares:
+                    self._remember(environment.spec)
+                spare = next((s for s in self._ready if s.environment == environment.sha256), None)
+                if spare is not None and not network and not gpus:
+                    self._ready.remove(spare)
+                else:
+                    spare = None
+                self._cond.notify_all()
+            if spare is not None:
+                return spare
+            try:
+                return self.make(network=network, gpus=tuple(gpus), environment=environment)
+            except BaseException:
+                self.give_back()
+                raise
         if network or gpus:
             with self._cond:
                 self._in_use += 1
@@ -224,9 +280,11 @@ class WarmPool:
         with self._cond:
             self._in_use += 1
             deadline = time.monotonic() + SLOT_READY_SECONDS
-            while not self._ready and self._starting and not self._closing and time.monotonic() < deadline:
+            while not self._base_ready() and self._starting and not self._closing and time.monotonic() < deadline:
                 self._cond.wait(timeout=0.5)
-            slot = self._ready.pop(0) if self._ready else None
+            slot = self._base_ready()
+            if slot is not None:
+                self._ready.remove(slot)
             self._cond.notify_all()
         if slot is not None:
             return slot
@@ -245,24 +303,35 @@ class WarmPool:
     def _fill(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and len(self._ready) + self._starting >= self.target:
+                while not self._closing and not self._base_wanted() and self._environment_wanted() is None:
                     self.idle = True  # nothing to make: the pool is as full as it should be
                     self._cond.wait()
                 self.idle = False
                 if self._closing:
                     return
-                self._starting += 1
+                sha = "" if self._base_wanted() else self._environment_wanted()
+                if sha:
+                    self._starting_environments.add(sha)
+                    spec = self._recent[sha]
+                else:
+                    self._starting += 1
             slot: Slot | None = None
             try:
-                slot = self.make()
+                slot = self._make_spare(spec) if sha else self.make()
                 self._failures = 0
             except Exception as error:
                 self._failures += 1
                 log.warning("warm pool: could not make a slot (%s)", error)
+                if sha:
+                    with self._cond:
+                        self._recent.pop(sha, None)  # not again and again: the next run's use adds it back
             finally:
                 with self._cond:
-                    self._starting -= 1
-                    if slot is not None and not self._closing:
+                    if sha:
+                        self._starting_environments.discard(sha)
+                    else:
+                        self._starting -= 1
+                    if slot is not None and not self._closing and (not sha or sha in self._recent):
                         self._ready.append(slot)
                         slot = None
                     self._cond.notify_all()
@@ -271,9 +340,30 @@ class WarmPool:
             if self._failures:
                 time.sleep(min(30.0, 0.5 * 2**self._failures))
 
+    def _make_spare(self, spec: EnvironmentSpec) -> Slot | None:
+        """A slot ahead of time for a built environment, holding it from eviction; None (and the
+        environment forgotten) when it is no longer built."""
+        assert self.environments is not None  # only a run's environment is remembered
+        hold = contextlib.ExitStack()
+        try:
+            path = hold.enter_context(self.environments.hold(spec.sha256))
+            if path is None:
+                raise RuntimeError(f"environment {spec.short} is no longer built here")
+            environment = Environment(spec, path, built=False, seconds=0.0)
+            slot = self.make(environment=environment)
+        except BaseException:
+            hold.close()
+            raise
+        slot.environment_hold = hold
+        return slot
+
     # -- making and discarding one slot ---------------------------------------------------------------
-    def make(self, *, network: bool = False, gpus: tuple[int, ...] = ()) -> Slot:
-        """A new slot, ready (its kernel answered), or an exception saying why not."""
+    def make(
+        self, *, network: bool = False, gpus: tuple[int, ...] = (), environment: Environment | None = None
+    ) -> Slot:
+        """A new slot, ready (its kernel answered), or an exception saying why not. In a declared
+        `environment`, its kernel is the environment's Python, which sees only the environment's
+        packages and this package (for `record`)."""
         self.template.ensure()
         workdir = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_root))
         user = self.sandbox.acquire()
@@ -285,16 +375,22 @@ class WarmPool:
         pid_namespace: int | None = None
         sandbox_pid: int | None = None
         slot: Slot | None = None
+        pythonpath = agent_pythonpath()
+        read_only: list[Path] = []
+        if environment is not None:
+            assert self.environments is not None
+            pythonpath = str(self.environments.agent_path())
+            read_only = [environment.path, Path(pythonpath)]
         try:
             (workdir / protocol.TMP_FOLDER).mkdir()
             if user is not None:
                 hand_over(workdir, user.uid, user.gid)
             if self.sandbox.level == "bwrap":
                 placeholder, sandbox_pid, namespaces = self._sandbox(
-                    workdir, hold_read, network=network, gpus=bool(gpus)
+                    workdir, hold_read, network=network, gpus=bool(gpus), read_only=read_only
                 )
                 pid_namespace = next((os.fstat(fd).st_ino for name, fd in namespaces if name == "pid"), None)
-            env = run_environment(self.env_source, workdir=workdir, pythonpath=agent_pythonpath())
+            env = run_environment(self.env_source, workdir=workdir, pythonpath=pythonpath)
             env.update(gpu_environment(gpus))
             spec = {
                 "workdir": str(workdir),
@@ -302,6 +398,7 @@ class WarmPool:
                 "limits": self.limits.to_json(),
                 "uid": user.uid if user else None,
                 "gid": user.gid if user else None,
+                "kernel_python": str(environment.python) if environment is not None else None,
             }
             fds = [("events", events_write), ("job", job_read)]
             fds += [(f"ns:{name}", fd) for name, fd in namespaces]
@@ -320,6 +417,7 @@ class WarmPool:
                 run_pid=run_pid,
                 pid_namespace=pid_namespace,
                 sandbox_pid=sandbox_pid,
+                environment=environment.sha256 if environment is not None else "",
             )
         finally:
             for fd in (hold_read, events_write, job_read, *(fd for _, fd in namespaces)):
@@ -341,7 +439,7 @@ class WarmPool:
         return slot
 
     def _sandbox(
-        self, workdir: Path, hold_read: int, *, network: bool, gpus: bool
+        self, workdir: Path, hold_read: int, *, network: bool, gpus: bool, read_only: Sequence[Path] = ()
     ) -> tuple[subprocess.Popen[bytes], int, list[tuple[str, int]]]:
         """bubblewrap around the placeholder; returns it and its namespaces (open fds)."""
         info_read, info_write = os.pipe()
@@ -351,6 +449,7 @@ class WarmPool:
             network=network,
             gpus=gpus,
             tmp_bytes=self.limits.workdir_mb * 2**20,
+            read_only=read_only,
             die_with_parent=False,  # the placeholder's pipe ends it with the agent, whichever thread made it
         )
         args = [*args[:-1], "--info-fd", str(info_write), "--", *PLACEHOLDER]
@@ -425,6 +524,8 @@ class WarmPool:
             _end(slot.placeholder)
         with contextlib.suppress(OSError):
             slot.events.close()
+        if slot.environment_hold is not None:
+            slot.environment_hold.close()
         self.sandbox.finish(slot.workdir, slot.user)
 
     def remove(self, slot: Slot) -> None:

@@ -52,6 +52,10 @@ CLAIM_REFERENCE: Final = "reference"
 # notebook itself (base64) when it is small, saving the agent a round trip before the run starts.
 RUN_REQUIREMENTS: Final = "requirements"
 RUN_NOTEBOOK_INLINE: Final = "notebook_inline"
+# The run's declared environment: {"sha256", "lock", "layered", "python_version",
+# "requires_python", "packages"} (the lock text is the file uv installs from), or absent/None:
+# the node's base environment.
+RUN_ENVIRONMENT: Final = "environment"
 # Names in a run's working directory that are the agent's (the notebook, its output, the kernel's
 # sockets, the run's temporary folder): no input file may take them (the site refuses such runs).
 NOTEBOOK_FILE: Final = "_input.ipynb"
@@ -125,4 +129,24 @@ CAP_NETWORK: Final = "network"  # True: the owner lets runs that ask for it reac
 CAP_GPU_SHARING: Final = "gpu_sharing"  # True: runs may share a GPU
 CAP_CONCURRENCY: Final = "concurrency"
 CAP_WARM_KERNELS: Final = "warm_kernels"  # the kernels the warm pool holds ready, e.g. ["python3"]
+CAP_ENVIRONMENTS: Final = "environments"  # True: the agent builds declared environments (it has uv)
+CAP_PYTHON: Final = "python_version"  # the Python its environments are built on, e.g. "3.11.7"
 CAP_LIMITS: Final = "limits"  # the node's per-run resource limits (memory_mb, processes, ...)
+
+
+def python_misfit(version: object, *, minimum: str, requires_python: str = "") -> str | None:
+    """Why an environment resolved for Python `minimum` (and the declaration's requires-python)
+    cannot be built on a node whose Python is `version`; None when it can."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        have = Version(str(version))
+        # A lock is resolved for one Python (its wheels and markers): the same minor version.
+        if minimum and have.release[:2] != Version(minimum).release[:2]:
+            return f"the environment was resolved for Python {minimum}; this node runs Python {have}"
+        if requires_python and not SpecifierSet(requires_python).contains(have, prereleases=True):
+            return f"the environment requires Python {requires_python}; this node runs Python {have}"
+    except (InvalidVersion, InvalidSpecifier):
+        return f"cannot compare this node's Python {str(version)[:40]!r} with the environment's"
+    return None

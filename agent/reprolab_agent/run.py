@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from . import protocol
 from .cache import FileCache
 from .client import Client, GaveUp
 from .environment import KernelChoice, capture
+from .envs import BuildFailed, Environment, EnvironmentCache, EnvironmentSpec, missing_module_hint
 from .execute import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED, EXIT_SUCCEEDED
 from .gpus import GpuSampler, GpuSlots
 from .inputs import NOTEBOOK, OUTPUT, place_files, place_notebook
@@ -47,6 +49,7 @@ class RunExecutor:
         network: bool = False,
         gpus: GpuSlots | None = None,
         gpu_sampler: GpuSampler | None = None,
+        environments: EnvironmentCache | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -56,6 +59,7 @@ class RunExecutor:
         self.network = network  # the node's owner lets runs that ask for it use the network
         self.gpus = gpus or GpuSlots([])
         self.gpu_sampler = gpu_sampler
+        self.environments = environments  # builds declared environments (None: the node does not)
         self.results = Results(client, cache)
         self.shutdown = threading.Event()  # set by the Agent when its grace period ends
 
@@ -90,23 +94,57 @@ class RunExecutor:
         if gpus is None:
             return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"no {wanted} free GPU(s) on this node now")
         network = bool(requirements.get(protocol.REQ_NETWORK)) and self.network
+        events = EventSender(ctx)
+        events.start()
+        try:
+            with contextlib.ExitStack() as held:
+                try:
+                    environment = self._environment(ctx, events, held)
+                except BuildFailed as error:
+                    return self.complete(ctx, protocol.FAILED, f"Could not build the run's environment: {error}")
+                return self._on_pool(ctx, events, network=network, gpus=gpus, environment=environment)
+        finally:
+            self.gpus.release(gpus)
+            events.close()
+
+    def _environment(self, ctx: RunContext, events: EventSender, held: contextlib.ExitStack) -> Environment | None:
+        """The run's declared environment, built here unless an earlier run built it, and held
+        (not evicted) until `held` closes; None for the node's base environment."""
+        spec = EnvironmentSpec.from_claim(ctx.run.get(protocol.RUN_ENVIRONMENT))
+        if spec is None:
+            return None
+        if self.environments is None or not self.environments.available:
+            raise BuildFailed("this node does not build declared environments (uv is not installed beside the agent)")
+
+        def say(message: str) -> None:
+            events.add({"kind": protocol.LOG, "payload": {"message": message, "environment": spec.sha256}})
+
+        return held.enter_context(self.environments.use(spec, say))
+
+    def _on_pool(
+        self,
+        ctx: RunContext,
+        events: EventSender,
+        *,
+        network: bool,
+        gpus: Sequence[int],
+        environment: Environment | None,
+    ) -> str:
         try:
             if self.pool is None:
                 raise RuntimeError("the agent has no warm pool")
-            slot = self.pool.take(network=network, gpus=gpus)
+            slot = self.pool.take(network=network, gpus=gpus, environment=environment)
         except Exception as error:  # the node cannot make a sandbox or a kernel now
-            self.gpus.release(gpus)
             return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not prepare the run: {error}")
         try:
             ctx.workdir = slot.workdir
-            return self._on_slot(ctx, slot)
+            return self._on_slot(ctx, slot, events, environment)
         finally:
             self.pool.discard(slot)  # no process of the run survives this
             self.pool.remove(slot)
             self.pool.give_back()
-            self.gpus.release(gpus)
 
-    def _on_slot(self, ctx: RunContext, slot: Slot) -> str:
+    def _on_slot(self, ctx: RunContext, slot: Slot, events: EventSender, environment: Environment | None) -> str:
         try:
             notebook, kernel = place_notebook(ctx, kernel_override=self.kernel)
             place_files(ctx, self.cache, copy=self.sandbox.level != "none" and slot.user is None)
@@ -118,21 +156,23 @@ class RunExecutor:
             return self.complete(ctx, protocol.FAILED, f"Could not prepare the run: {error}")
         if ctx.shutdown.is_set():
             return self.release(ctx, protocol.RELEASE_SHUTDOWN, "the agent stopped before the run started")
-        events = EventSender(ctx)
-        snapshot = threading.Thread(target=self._record_environment, args=(ctx, notebook, kernel, slot), daemon=True)
+        snapshot = threading.Thread(
+            target=self._record_environment, args=(ctx, notebook, kernel, slot, environment), daemon=True
+        )
         snapshot.start()  # sent while the run executes: nothing waits on it but `complete`
-        events.start()
         try:
-            code, last_log = self._run_job(ctx, slot, kernel, events)
+            code, last_log = self._run_job(ctx, slot, kernel, events, environment)
         finally:
             events.done.set()  # on any error too: no flusher thread outlives its run
         assert self.pool is not None  # it made the slot
         self.pool.discard(slot)  # every process of the run ends before its files are read back
         events.close()
         snapshot.join()
-        return self._settle(ctx, code, last_log)
+        return self._settle(ctx, code, last_log, environment)
 
-    def _record_environment(self, ctx: RunContext, notebook: Path, kernel: KernelChoice, slot: Slot) -> None:
+    def _record_environment(
+        self, ctx: RunContext, notebook: Path, kernel: KernelChoice, slot: Slot, environment: Environment | None
+    ) -> None:
         """The environment snapshot. The inputs' sha256 are the ones verified on fetch (the
         node's cache is content-addressed), so nothing is hashed twice."""
         run = ctx.run
@@ -144,14 +184,19 @@ class RunExecutor:
         ]
         if ctx.url(protocol.URL_ENVIRONMENT) is None:
             return
-        snapshot = capture(kernel_name=kernel.name, kernel_chosen=kernel.chosen, inputs=inputs, env=slot.env)
+        snapshot = capture(
+            kernel_name=kernel.name, kernel_chosen=kernel.chosen, inputs=inputs, env=slot.env, environment=environment
+        )
         with contextlib.suppress(LeaseLost, GaveUp, RuntimeError):  # the run's completion says what matters
             ctx.call("POST", protocol.URL_ENVIRONMENT, json_body={"lease_id": ctx.lease_id, "environment": snapshot})
 
-    def _run_job(self, ctx: RunContext, slot: Slot, kernel: KernelChoice, events: EventSender) -> tuple[int, str]:
+    def _run_job(
+        self, ctx: RunContext, slot: Slot, kernel: KernelChoice, events: EventSender, environment: Environment | None
+    ) -> tuple[int, str]:
         """Start the job on the slot's waiting kernel, forward its events until it ends, with
         the watch over it. Returns the exit code and the last log message."""
         message = f"{kernel.describe()}; isolation: {self.sandbox.level}"
+        message += f"; environment {environment.spec.short}" if environment else "; the node's base environment"
         if slot.gpus:
             message += f"; GPUs {','.join(map(str, slot.gpus))}"
         events.add(
@@ -167,6 +212,7 @@ class RunExecutor:
                 "parameters": ctx.run["parameters"],
                 "kernel": kernel.name,
                 "language": kernel.language,
+                "environment": environment is not None,
             }
         )
         ctx.started.set()  # later heartbeats say so; its first events already do
@@ -198,7 +244,7 @@ class RunExecutor:
             return slot.exit_code, last_log
         return (EXIT_INTERRUPTED if ended_before else -1), last_log
 
-    def _settle(self, ctx: RunContext, code: int, last_log: str) -> str:
+    def _settle(self, ctx: RunContext, code: int, last_log: str, environment: Environment | None) -> str:
         if ctx.lease_lost.is_set():
             raise LeaseLost(f"run {ctx.run_id}: lease lost while running")
         if ctx.stopped_for == "shutdown":
@@ -209,6 +255,8 @@ class RunExecutor:
             return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, last_log or "the kernel did not start")
         state = protocol.CANCELLED if ctx.cancel.is_set() else EXIT_STATES.get(code, protocol.FAILED)
         message = "" if state == protocol.SUCCEEDED and not ctx.stopped_for else self._error_text(code, ctx, last_log)
+        if code == EXIT_NOTEBOOK_RAISED:
+            message += missing_module_hint(last_log, declared=environment is not None)
         if ctx.stopped_for:
             state = protocol.FAILED
         output = ctx.workdir / OUTPUT

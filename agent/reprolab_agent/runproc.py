@@ -9,7 +9,8 @@ While it is still single-threaded and privileged, it
    and nothing the sandbox hides), then gives up every privilege (reprolab_agent.nsenter): a run
    uid for a root agent, no capabilities, no set-uid gains;
 3. takes the run's environment and working directory;
-then it has the keeper fork the warm kernel, connects to it, says `ready` on its event channel
+then it has the keeper fork the warm kernel (or, in a declared environment, boot the environment's
+own Python as the kernel), connects to it, says `ready` on its event channel
 and waits for the job. The job runs through papermill on the warm kernel, or, for a notebook that
 asks for another kernel, on that kernel started by the keeper (a cold start, said in the events).
 
@@ -95,7 +96,12 @@ def _serve(spec: dict[str, Any], fds: dict[str, Any]) -> int:
     os.environ.clear()
     os.environ.update(spec["env"])
     connection_file = write_connection_file(Path(spec["workdir"]) / KERNEL_FOLDER)
-    kernel = _start_kernel(ours, {"warm": {"connection_file": connection_file}})
+    if spec.get("kernel_python"):  # a declared environment: its own Python boots the kernel
+        argv = [spec["kernel_python"], "-m", "ipykernel_launcher", "-f", connection_file]
+        request = {"exec": {"argv": [*argv, "--HistoryManager.hist_file=:memory:"], "env": {}}}
+        kernel = _start_kernel(ours, request)
+    else:
+        kernel = _start_kernel(ours, {"warm": {"connection_file": connection_file}})
     client = connect(connection_file, kernel, timeout=READY_TIMEOUT)
     execute.emit(execute.READY, kernel=kernel.kernel_name, kernel_pid=kernel.pid)
     job_channel = os.fdopen(fds["job"], "r")
@@ -141,7 +147,8 @@ class _JobRunner:
     def run(self, job: dict[str, Any]) -> int:
         name = job.get("kernel") or None
         try:
-            if name and not serves_warm(name):
+            # In a declared environment, the environment's kernel serves the notebook's (Python) kernel.
+            if name and not job.get("environment") and not serves_warm(name):
                 self._go_cold(name)
         except RuntimeError as error:  # the cold kernel died or stayed silent: the node's failure
             execute.emit(protocol.LOG, message=str(error))

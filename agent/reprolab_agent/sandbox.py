@@ -280,6 +280,7 @@ class Sandbox:
         gpus: bool = True,
         tmp_bytes: int = 0,
         die_with_parent: bool = True,
+        read_only: Sequence[Path] = (),
     ) -> list[str]:
         """bwrap's arguments, up to and including the `--` before the command. Order matters:
         system, masks over protected paths inside it, the Python environment, masks inside that,
@@ -310,7 +311,7 @@ class Sandbox:
         for device in sorted(glob.glob("/dev/nvidia*")) if gpus else ():  # GPUs stay usable
             args += ["--dev-bind", device, device]
         args += layout.masks(self.protect)
-        for path in self.runtime:
+        for path in (*self.runtime, *read_only):  # read_only: the run's declared environment
             args += layout.bind("--ro-bind", path)
         args += layout.masks(self.protect)
         args += layout.bind("--bind", workdir)

@@ -64,6 +64,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "timeout_seconds": run.timeout_seconds,
             "files": files,
             protocol.RUN_REQUIREMENTS: read_requirements(run.requirements).as_json(),
+            protocol.RUN_ENVIRONMENT: run.environment_lock.as_claim() if run.environment_lock else None,
         },
         protocol.CLAIM_LEASE: {"id": claim.lease_id, "expires_at": claim.lease_expires_at.isoformat()},
         protocol.CLAIM_RUN_TOKEN: claim.run_token,

@@ -159,6 +159,7 @@ class RunViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrieve
             priority=data["priority"],
             depends_on=dependencies,
             timeout_seconds=data["timeout_seconds"],
+            environment=data["environment"],
         )
         return Response(RunSerializer(self.get_queryset().get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
 

@@ -70,6 +70,11 @@ class Run(models.Model):
     # apps/compute/requirements.py: {"tags", "gpu", "gpus", "min_gpu_memory_mb", "isolation", "network"}
     # (rows from before gpus, isolation and network hold only the first three keys or none)
     requirements = models.JSONField(default=dict, blank=True)
+    # The lock the node builds the run's environment from (apps.environments); None: the node's
+    # base environment. (`environment` is its snapshot: apps.reproducibility.EnvironmentSnapshot.)
+    environment_lock = models.ForeignKey(
+        "environments.EnvironmentLock", on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
+    )
     priority = models.IntegerField(default=0)
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
     timeout_seconds = models.PositiveIntegerField(default=3600)

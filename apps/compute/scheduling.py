@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
 
-from reprolab_agent.protocol import ISOLATION_NONE, isolation_satisfies
+from reprolab_agent.protocol import ISOLATION_NONE, isolation_satisfies, python_misfit
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -63,6 +63,10 @@ class QueuedRun:
     gpus: int = 0  # whole GPUs it gets for itself
     isolation: str | None = None  # a key of protocol.REQUIRED_ISOLATION; None: any node
     network: bool = False  # it needs the network: only nodes whose owner allows it
+    # A declared environment: only nodes that build environments, on a Python it allows.
+    environment: bool = False
+    python_minimum: str = ""
+    requires_python: str = ""
 
     @property
     def gpus_wanted(self) -> int:
@@ -83,6 +87,8 @@ class NodeSlot:
     gpu_sharing: bool = False  # runs may share its GPUs: GPUs are not counted out
     isolation: str = ISOLATION_NONE  # one of protocol.ISOLATION_LEVELS
     network: bool = False  # its owner lets runs that ask for it reach the network
+    environments: bool = False  # its agent builds declared environments
+    python_version: str = ""  # the Python it builds them on
 
     @property
     def gpu_count(self) -> int:
@@ -125,7 +131,8 @@ def can_run(run: QueuedRun, node: NodeSlot) -> bool:
     sets ``min_gpu_memory_mb`` without ``needs_gpu`` should not land on a CPU
     node just because the flag was forgotten.  The node needs ``gpus_wanted``
     GPUs with at least ``min_gpu_memory_mb`` each, at least the isolation the
-    run asks for, and the network when the run needs it.
+    run asks for, the network when the run needs it, and for a run with a declared
+    environment, an agent that builds environments on a Python the environment allows.
     """
     if not run.required_tags <= node.tags:
         return False
@@ -134,6 +141,11 @@ def can_run(run: QueuedRun, node: NodeSlot) -> bool:
     if not isolation_satisfies(node.isolation, run.isolation):
         return False
     if run.network and not node.network:
+        return False
+    if run.environment and not (
+        node.environments
+        and python_misfit(node.python_version, minimum=run.python_minimum, requires_python=run.requires_python) is None
+    ):
         return False
     return _fitting_gpus(node.gpu_memory_mb, run.min_gpu_memory_mb) >= run.gpus_wanted
 

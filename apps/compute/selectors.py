@@ -32,7 +32,7 @@ def runs_visible_to(user: Any) -> QuerySet[Run]:
 def runs_for_listing(user: Any) -> QuerySet[Run]:
     return (
         runs_visible_to(user)
-        .select_related("project", "notebook_version__notebook", "node", "created_by")
+        .select_related("project", "notebook_version__notebook", "node", "created_by", "environment_lock")
         .prefetch_related("input_datasets__dataset", "depends_on")
     )
 

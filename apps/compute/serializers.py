@@ -144,6 +144,14 @@ class RunCreateSerializer(serializers.Serializer):
         help_text="Run ids of this project that must succeed first.",
     )
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=7 * 24 * 3600, required=False, default=3600)
+    environment = serializers.RegexField(
+        r"^[0-9a-fA-F]{64}$",
+        required=False,
+        default="",
+        help_text="A lock's sha256 (a lock of this project's): run in that environment instead of the notebook "
+        "version's or the project's declared one.",
+        error_messages={"invalid": "Give an environment lock's sha256 (64 hexadecimal digits)."},
+    )
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -159,6 +167,7 @@ class RunSerializer(serializers.ModelSerializer):
     run_seconds = serializers.SerializerMethodField()
     output = serializers.SerializerMethodField()
     requirements = serializers.SerializerMethodField()
+    environment = serializers.CharField(source="environment_lock.sha256", read_only=True, allow_null=True)
 
     class Meta:
         model = Run
@@ -171,6 +180,7 @@ class RunSerializer(serializers.ModelSerializer):
             "parameters",
             "datasets",
             "requirements",
+            "environment",
             "priority",
             "depends_on",
             "timeout_seconds",

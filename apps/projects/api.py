@@ -29,6 +29,8 @@ from apps.core.api import validated
 from apps.core.parsers import BoundedJSONParser
 from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
+from apps.environments.declarations import MAX_DECLARATION_BYTES
+from apps.environments.services import declare
 
 from . import services
 from .models import Dataset, DatasetFile, DatasetVersion, Membership, Notebook, NotebookVersion, Project
@@ -182,7 +184,9 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
     filterset_fields: list[str] = []
 
     def get_queryset(self) -> QuerySet[Notebook]:
-        return Notebook.objects.filter(project=self.project).select_related("latest_version__created_by")
+        return Notebook.objects.filter(project=self.project).select_related(
+            "latest_version__created_by", "latest_version__environment"
+        )
 
     @extend_schema(
         request={"multipart/form-data": NotebookUploadSerializer},
@@ -195,12 +199,18 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
         data = validated(NotebookUploadSerializer, request.data)
         upload = data["file"]
         reject_oversized_file(upload.name, upload.size, limit)
+        declared = data.get("environment")
+        environment = None
+        if declared is not None:
+            reject_oversized_file(declared.name, declared.size, MAX_DECLARATION_BYTES)
+            environment = declare(declared.name, declared.read(), layered=data["layered"])
         result = services.notebook_upload(
             project=self.project,
             path=data.get("path") or upload.name,
             content=upload,
             uploader=authenticated_user(request),
             message=data["message"],
+            environment=environment,
         )
         notebook = self.get_queryset().get(pk=result.notebook.pk)
         # 201 for a new version, 200 when the content was already the latest version.
@@ -211,7 +221,7 @@ class NotebookViewSet(ProjectScopedMixin, mixins.ListModelMixin, mixins.Retrieve
     @action(detail=True, methods=["get"], filter_backends=[])  # the notebook filters do not apply
     def versions(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         notebook = self.get_object()
-        versions = notebook.versions.select_related("created_by").order_by("-number")
+        versions = notebook.versions.select_related("created_by", "environment").order_by("-number")
         page = self.paginate_queryset(versions)
         serializer = NotebookVersionSerializer(page, many=True, context=self.get_serializer_context())
         return self.get_paginated_response(serializer.data)
@@ -225,7 +235,7 @@ class NotebookVersionViewSet(ProjectScopedMixin, mixins.RetrieveModelMixin, view
     def get_queryset(self) -> QuerySet[NotebookVersion]:
         return NotebookVersion.objects.filter(
             notebook__project=self.project, notebook_id=self.kwargs["notebook_id"]
-        ).select_related("created_by", "notebook")
+        ).select_related("created_by", "notebook", "environment")
 
     @extend_schema(responses=dict)
     @action(detail=True, methods=["get"])

@@ -20,6 +20,18 @@ class NotebookUploadForm(forms.Form):
     file = forms.FileField(label="Notebook (.ipynb)", widget=forms.ClearableFileInput(attrs={"accept": ".ipynb"}))
     path = forms.CharField(required=False, max_length=500, help_text="Path in the project; defaults to the file name.")
     message = forms.CharField(required=False, max_length=500, label="What changed")
+    environment = forms.FileField(
+        required=False,
+        label="Environment (optional)",
+        help_text="requirements.txt, pyproject.toml or uv.lock: this version's packages (wins over the project's).",
+    )
+
+
+class EnvironmentForm(forms.Form):
+    file = forms.FileField(label="Declaration", help_text="requirements.txt, pyproject.toml or uv.lock")
+    layered = forms.BooleanField(
+        required=False, label="Layered over the node's base packages (e.g. Colab's preinstalled stack)"
+    )
 
 
 class DatasetForm(forms.Form):

@@ -39,6 +39,11 @@ class Project(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The default environment of its runs (PUT /api/v1/projects/{slug}/environment/); None: the
+    # node's base environment.
+    environment = models.ForeignKey(
+        "environments.EnvironmentLock", on_delete=models.PROTECT, null=True, blank=True, related_name="projects"
+    )
 
     objects = ProjectQuerySet.as_manager()
 
@@ -104,6 +109,14 @@ class NotebookVersion(models.Model):
     kernel_name = models.CharField(max_length=100, blank=True)
     language = models.CharField(max_length=50, blank=True)
     message = models.CharField(max_length=500, blank=True)
+    # Declared beside this version; wins over the project's default.
+    environment = models.ForeignKey(
+        "environments.EnvironmentLock",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="notebook_versions",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

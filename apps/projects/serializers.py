@@ -40,6 +40,12 @@ class MembershipUpdateSerializer(serializers.Serializer):
 
 class NotebookVersionSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
+    environment = serializers.CharField(
+        source="environment.sha256",
+        read_only=True,
+        allow_null=True,
+        help_text="The sha256 of the lock declared beside this version (GET the project's environment for its own).",
+    )
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -53,6 +59,7 @@ class NotebookVersionSerializer(serializers.ModelSerializer):
             "kernel_name",
             "language",
             "message",
+            "environment",
             "created_by",
             "created_at",
             "download_url",
@@ -79,6 +86,14 @@ class NotebookUploadSerializer(serializers.Serializer):
         max_length=500, required=False, help_text="Where the notebook lives in the project; defaults to the file name."
     )
     message = serializers.CharField(max_length=500, required=False, default="")
+    environment = serializers.FileField(
+        required=False,
+        help_text="This version's declared environment (requirements.txt, pyproject.toml or uv.lock); it wins "
+        "over the project's.",
+    )
+    layered = serializers.BooleanField(
+        required=False, default=False, help_text="Build the environment over the node's base packages."
+    )
 
 
 class DatasetFileSerializer(serializers.ModelSerializer):

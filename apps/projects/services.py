@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 
 from apps.accounts.models import User
 from apps.core.hashing import store_blob
+from apps.environments.models import EnvironmentLock
 
 from . import tasks
 from .events import broadcast_project_event
@@ -109,8 +110,16 @@ class NotebookUpload:
 
 
 def notebook_upload(
-    *, project: Project, path: str, content: IO[bytes], uploader: User | None, message: str = ""
+    *,
+    project: Project,
+    path: str,
+    content: IO[bytes],
+    uploader: User | None,
+    message: str = "",
+    environment: EnvironmentLock | None = None,
 ) -> NotebookUpload:
+    """A new version of the notebook at `path`, unless its content and declared environment
+    (`environment`, resolved beside it; it wins over the project's) are the latest version's."""
     path = clean_relative_path(path)
     if not path.endswith(".ipynb"):
         raise ValidationError({"path": "A notebook path must end with .ipynb."})
@@ -122,7 +131,11 @@ def notebook_upload(
     with transaction.atomic():
         notebook, _ = Notebook.objects.select_for_update().get_or_create(project=project, path=path)
         latest = notebook.latest_version
-        if latest is not None and latest.sha256 == blob.sha256:
+        if (
+            latest is not None
+            and latest.sha256 == blob.sha256
+            and latest.environment_id == getattr(environment, "pk", None)
+        ):
             return NotebookUpload(notebook=notebook, version=latest, created=False)
         version = NotebookVersion(
             notebook=notebook,
@@ -134,6 +147,7 @@ def notebook_upload(
             kernel_name=info.kernel_name,
             language=info.language,
             message=message,
+            environment=environment,
             created_by=uploader,
         )
         version.full_clean()

@@ -11,6 +11,7 @@ urlpatterns = [
     path("projects/new/", views.project_create, name="create"),
     path(f"{P}/", views.project_detail, name="detail"),
     path(f"{P}/-/upload/", views.notebook_upload, name="notebook-upload"),
+    path(f"{P}/-/environment/", views.project_environment, name="environment"),
     path(f"{P}/-/datasets/new/", views.dataset_create, name="dataset-create"),
     path(f"{P}/-/members/", views.member_add, name="member-add"),
     path(f"{P}/-/members/<str:username>/remove/", views.member_remove, name="member-remove"),

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.forms import BaseForm, Form
@@ -20,11 +21,22 @@ from apps.accounts.models import User
 from apps.accounts.request_user import authenticated_user
 from apps.core.inputs import MAX_NUMBER, int_or_404
 from apps.core.uploads import blob_response, human_size
+from apps.environments.declarations import MAX_DECLARATION_BYTES
+from apps.environments.models import EnvironmentLock
+from apps.environments.services import declare, set_project_environment
 
 from . import services
-from .forms import DatasetForm, DatasetUploadForm, MemberForm, NotebookUploadForm, ProjectForm
+from .forms import DatasetForm, DatasetUploadForm, EnvironmentForm, MemberForm, NotebookUploadForm, ProjectForm
 from .models import Dataset, DatasetFile, Membership, Notebook, NotebookVersion, Project
-from .permissions import CAN_MANAGE_MEMBERS, CAN_UPLOAD, get_project_for, has_role, require_role, role_of
+from .permissions import (
+    CAN_EDIT_PROJECT,
+    CAN_MANAGE_MEMBERS,
+    CAN_UPLOAD,
+    get_project_for,
+    has_role,
+    require_role,
+    role_of,
+)
 from .rendering import RenderResult, render_version
 from .structured_data import notebook_ld, project_ld
 
@@ -75,6 +87,10 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "upload_form": NotebookUploadForm(),
         "dataset_form": DatasetForm(),
         "member_form": MemberForm(),
+        "environment_form": EnvironmentForm(),
+        "can_declare": has_role(project, CAN_EDIT_PROJECT),
+        "environment": project.environment,
+        "environment_source": "the project",
         "max_notebook_size": human_size(settings.REPROLAB_NOTEBOOK_MAX_BYTES),
         "structured_data": project_ld(request, project) if project.is_public else None,
     }
@@ -96,12 +112,14 @@ def notebook_upload(request: HttpRequest, slug: str) -> HttpResponse:
             )
         else:
             try:
+                declared = form.cleaned_data.get("environment")
                 result = services.notebook_upload(
                     project=project,
                     path=form.cleaned_data["path"] or upload.name,
                     content=upload,
                     uploader=authenticated_user(request),
                     message=form.cleaned_data["message"],
+                    environment=declare_upload(declared) if declared else None,
                 )
             except ValidationError as error:
                 _attach_errors(form, error)
@@ -112,6 +130,34 @@ def notebook_upload(request: HttpRequest, slug: str) -> HttpResponse:
                     messages.info(request, f"{result.notebook.path}: unchanged, still version {result.version.number}.")
                 return redirect("projects:notebook", slug=project.slug, path=result.notebook.path)
     return _render_form_errors(request, project, form, "Upload failed")
+
+
+def declare_upload(upload: UploadedFile) -> EnvironmentLock:
+    if upload.size and upload.size > MAX_DECLARATION_BYTES:
+        raise ValidationError({"environment": f"A declaration may be at most {MAX_DECLARATION_BYTES // 1024} KiB."})
+    return declare(upload.name or "requirements.txt", upload.read())
+
+
+@login_required
+@require_POST
+def project_environment(request: HttpRequest, slug: str) -> HttpResponse:
+    """The project page's "Declare the environment" form (the API's PUT .../environment/)."""
+    project = get_project_for(request.user, slug)
+    require_role(project, CAN_EDIT_PROJECT, "declare its environment")
+    form = EnvironmentForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            upload = form.cleaned_data["file"]
+            if upload.size and upload.size > MAX_DECLARATION_BYTES:
+                raise ValidationError({"file": f"A declaration may be at most {MAX_DECLARATION_BYTES // 1024} KiB."})
+            lock = declare(upload.name or "requirements.txt", upload.read(), layered=form.cleaned_data["layered"])
+        except ValidationError as error:
+            _attach_errors(form, error)
+        else:
+            set_project_environment(project=project, lock=lock)
+            messages.success(request, f"Environment {lock.short} declared: {len(lock.packages)} packages, locked.")
+            return redirect("projects:detail", slug=project.slug)
+    return _render_form_errors(request, project, form, "Declaring the environment failed")
 
 
 def _render_form_errors(request: HttpRequest, project: Project, form: Form, title: str) -> HttpResponse:
@@ -194,6 +240,12 @@ def notebook_detail(request: HttpRequest, slug: str, path: str) -> HttpResponse:
         "versions": notebook.versions.select_related("created_by").order_by("-number"),
         "can_upload": has_role(project, CAN_UPLOAD),
         "upload_form": NotebookUploadForm(initial={"path": notebook.path}),
+        "environment": version.environment or project.environment,
+        "environment_source": "this version"
+        if version.environment_id
+        else "the project"
+        if project.environment_id
+        else "",
         "structured_data": notebook_ld(request, project, notebook, version) if project.is_public else None,
     }
     return render(request, "projects/notebook_detail.html", context)

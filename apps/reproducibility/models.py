@@ -45,6 +45,9 @@ class Reproduction(models.Model):
     requirements = models.JSONField(default=dict, blank=True)
     # Rerun on each input dataset's newest version instead of the original's versions.
     latest_data = models.BooleanField(default=False)
+    # Rerun on a fresh resolve of the original's declaration instead of its lock: a drift check
+    # (the report names the packages that changed). By default reruns use the original's lock.
+    fresh_environment = models.BooleanField(default=False)
     verdict = models.CharField(max_length=32, choices=Verdict.choices, default=Verdict.PENDING, db_index=True)
     # {"cells": [...], "values": [...], "environment": {...diff...}, "reason": "..."}
     report = models.JSONField(default=dict, blank=True)

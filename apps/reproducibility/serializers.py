@@ -88,8 +88,22 @@ class KernelSerializer(serializers.Serializer):
     language = _text(100)
     argv = serializers.ListField(child=serializers.CharField(max_length=1000), max_length=50, required=False)
     error = _text(1000)
+    environment = serializers.RegexField(r"^[0-9a-f]{64}$", required=False)  # a declared environment's kernel
     # How the agent chose it: "default" when the notebook names no kernel (run on its language's).
     chosen = serializers.ChoiceField(choices=["node", "notebook", "default"], required=False)
+
+
+class DeclaredEnvironmentSerializer(serializers.Serializer):
+    """The run's declared environment as its node built it (reprolab_agent.envs.describe_environment)."""
+
+    declared = serializers.BooleanField()
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", required=False)
+    layered = serializers.BooleanField(required=False)
+    matches_lock = serializers.BooleanField(required=False)
+    differences = serializers.ListField(child=serializers.CharField(max_length=500), max_length=50, required=False)
+    base_packages = BoundedMapping(
+        child=serializers.CharField(max_length=200, allow_blank=True), max_items=MAX_PACKAGES, required=False
+    )
 
 
 class EnvironmentPayloadSerializer(serializers.Serializer):
@@ -114,6 +128,7 @@ class EnvironmentPayloadSerializer(serializers.Serializer):
     inputs = InputSerializer(many=True, max_length=MAX_INPUTS)  # type: ignore[call-arg]
     agent_version = serializers.CharField(max_length=50, required=False)
     gpu_error = serializers.CharField(max_length=1000, required=False)
+    environment = DeclaredEnvironmentSerializer(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         size = len(json.dumps(attrs, default=str))
@@ -147,6 +162,12 @@ class ReproduceSerializer(serializers.Serializer):
     latest_data = serializers.BooleanField(
         required=False, default=False, help_text="Rerun on each input dataset's newest version."
     )
+    fresh_environment = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Rerun on a fresh resolve of the original's declared environment instead of its lock: shows "
+        "drift (the report names the packages that changed).",
+    )
 
 
 class ReproductionSerializer(serializers.ModelSerializer):
@@ -162,6 +183,7 @@ class ReproductionSerializer(serializers.ModelSerializer):
             "atol",
             "repeats",
             "latest_data",
+            "fresh_environment",
             "verdict",
             "report",
             "created_at",

@@ -15,6 +15,8 @@ from apps.compute.models import Run, RunState
 from apps.compute.requirements import clean_requirements
 from apps.compute.selectors import final_artifacts
 from apps.core.queueing import enqueue
+from apps.environments import services as environments
+from apps.environments.models import EnvironmentLock
 
 from .compare import DIFFERENT, WITHIN, ArtifactFile, Tolerance, compare_artifacts, compare_runs
 from .diff import environment_diff, fingerprint
@@ -46,11 +48,14 @@ def reproduction_start(
     latest_data: bool = False,
     hide_creator: bool = False,
     independent: bool = False,
+    fresh_environment: bool = False,
 ) -> Reproduction:
     """Rerun the same notebook version with the same parameters and data, `repeats` times.
     With `latest_data`, the reruns take each input dataset's newest version instead: "does the
     result still hold on the current data?" (the input diff then names what changed). The reruns
-    need what the original needed, unless `requirements` says otherwise."""
+    need what the original needed, unless `requirements` says otherwise. They run on the
+    original's environment lock (or, like it, on the node's base environment); with
+    `fresh_environment`, on the lock its declaration resolves to today."""
     if original.state != RunState.SUCCEEDED or not original.output_sha256:
         raise ValidationError(
             {"run": f"Only a succeeded run with an output can be reproduced (this one is {original.state})."}
@@ -60,6 +65,13 @@ def reproduction_start(
     if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
         raise ValidationError({"rtol": "Tolerances are finite numbers, zero or more."})
     requirements = clean_requirements(requirements if requirements is not None else original.requirements)
+    lock = original.environment_lock
+    if fresh_environment:
+        if lock is None:
+            raise ValidationError(
+                {"fresh_environment": "The original run declared no environment: there is nothing to resolve afresh."}
+            )
+        lock = environments.fresh_resolve(lock)
     with transaction.atomic():
         reproduction = Reproduction.objects.create(
             original=original,
@@ -68,6 +80,7 @@ def reproduction_start(
             repeats=repeats,
             requirements=requirements,
             latest_data=latest_data,
+            fresh_environment=fresh_environment,
             creator_hidden=hide_creator,
             created_by=user,
         )
@@ -89,6 +102,8 @@ def reproduction_start(
                 reference_tolerance={"rtol": rtol, "atol": atol},
                 creator_hidden=hide_creator,
                 independent=independent,
+                environment_lock=lock,
+                base_environment=lock is None,
             )
             for _ in range(repeats)
         ]
@@ -116,7 +131,7 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
         reproduction = Reproduction.objects.select_for_update().get(pk=reproduction_id)
         if reproduction.verdict != Verdict.PENDING:
             return reproduction
-        reruns = list(reproduction.reruns.order_by("pk"))
+        reruns = list(reproduction.reruns.select_related("environment_lock").order_by("pk"))
         if any(not r.is_final for r in reruns):
             return reproduction
         original = reproduction.original
@@ -143,6 +158,10 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
             if any(changed_inputs[k] for k in ("added", "removed", "changed")):
                 # Name the changed inputs next to the verdict: they are the first suspect.
                 report["changed_inputs"] = changed_inputs
+        if reruns:
+            report["environment_lock"] = compare_locks(original.environment_lock, reruns[0].environment_lock)
+            if report["environment_lock"]["changed_packages"]:
+                report["changed_packages"] = report["environment_lock"]["changed_packages"]  # beside the verdict
         reproduction.report = report
         reproduction.finished_at = timezone.now()
         reproduction.save(update_fields=["verdict", "report", "finished_at"])
@@ -150,6 +169,29 @@ def reproduction_settle(*, reproduction_id: int) -> Reproduction:
         original_id = original.pk
         transaction.on_commit(lambda: queue_report(original_id))  # its checklist names the verdict
     return reproduction
+
+
+def compare_locks(original: EnvironmentLock | None, rerun: EnvironmentLock | None) -> dict[str, Any]:
+    """Which declared environment each side ran on, and the packages that differ between the two
+    locks (a fresh resolve's drift); a layered lock also depends on its node's base packages."""
+    pins = [{p["name"]: p["version"] for p in (lock.packages if lock else [])} for lock in (original, rerun)]
+    changed = [
+        f"{name}: {pins[0].get(name, 'absent')} -> {pins[1].get(name, 'absent')}"
+        for name in sorted(set(pins[0]) | set(pins[1]))
+        if pins[0].get(name) != pins[1].get(name)
+    ]
+    notes = []
+    if original is None:
+        notes.append("The original declared no environment: both ran on their node's base environment.")
+    if any(lock is not None and lock.layered for lock in (original, rerun)):
+        notes.append("The environment is layered: the runs also depend on their nodes' base packages.")
+    return {
+        "original": original.sha256 if original else None,
+        "rerun": rerun.sha256 if rerun else None,
+        "same": getattr(original, "pk", None) == getattr(rerun, "pk", None),
+        "changed_packages": changed,
+        "notes": notes,
+    }
 
 
 def pending_reproductions_for(run_id: int) -> list[int]:

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "apps.compute",
     "apps.reproducibility",
     "apps.review",
+    "apps.environments",
 ]
 
 MIDDLEWARE = [
@@ -267,6 +268,15 @@ REPROLAB_OUTPUT_MAX_BYTES = env.int("REPROLAB_OUTPUT_MAX_BYTES", default=200 * 1
 # Files a notebook writes into its working directory, kept as the run's artifacts.
 REPROLAB_ARTIFACT_MAX_BYTES = env.int("REPROLAB_ARTIFACT_MAX_BYTES", default=1024 * 1024 * 1024)
 REPROLAB_ARTIFACTS_PER_RUN = env.int("REPROLAB_ARTIFACTS_PER_RUN", default=200)
+
+# Declared environments (apps.environments): the site resolves declarations into locks with uv,
+# for Linux and the oldest of these Pythons the declaration allows (the default first).
+REPROLAB_PACKAGE_INDEX_URL = env.str("REPROLAB_PACKAGE_INDEX_URL", default="")  # "": uv's default (PyPI)
+REPROLAB_ENVIRONMENT_PYTHON = env.str("REPROLAB_ENVIRONMENT_PYTHON", default="3.11")
+REPROLAB_ENVIRONMENT_PYTHONS = env.list("REPROLAB_ENVIRONMENT_PYTHONS", default=["3.10", "3.11", "3.12", "3.13"])
+REPROLAB_ENVIRONMENT_PLATFORM = env.str("REPROLAB_ENVIRONMENT_PLATFORM", default="linux")
+REPROLAB_UV_CACHE_DIR = env.path("REPROLAB_UV_CACHE_DIR", default=str(VAR_DIR / "uv-cache"))
+REPROLAB_RESOLVE_TIMEOUT = env.float("REPROLAB_RESOLVE_TIMEOUT", default=120.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
     "settle-reproductions": {"task": "reproducibility.settle_pending", "schedule": REPROLAB_SWEEP_SECONDS},

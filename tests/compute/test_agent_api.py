@@ -133,6 +133,7 @@ class TestClaim:
                 "isolation": None,
                 "network": False,
             },
+            "environment": None,  # nothing declared: the node's base environment
         }
         run.refresh_from_db()
         assert run.state == RunState.LEASED

@@ -139,9 +139,17 @@ def celery_worker(*, beat: bool = False, **env: str) -> Iterator[subprocess.Pope
 
 
 def agent_process(
-    server: str, token: str, work: Path, *, concurrency: int = 1, name: str = "agent"
+    server: str,
+    token: str,
+    work: Path,
+    *,
+    concurrency: int = 1,
+    name: str = "agent",
+    index_url: str | None = None,
+    environments: Path | None = None,
 ) -> subprocess.Popen:
-    """Start a real node agent (`python -m reprolab_agent`) against a live server."""
+    """Start a real node agent (`python -m reprolab_agent`) against a live server; its declared
+    environments are built in `environments` (default: its own folder) from `index_url`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"), os.environ.get("PYTHONPATH", "")])}
     log = open(ROOT / "var" / f"{name}-{free_port()}.log", "wb")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(
@@ -159,6 +167,9 @@ def agent_process(
             str(work / "work"),
             "--cache-dir",
             str(work / "cache"),
+            "--environments-dir",
+            str(environments or work / "environments"),
+            *(["--index-url", index_url] if index_url else []),
             "--wait",
             "5",
         ],

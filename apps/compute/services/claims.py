@@ -52,7 +52,12 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
             _take_turns(node)
             # Candidates are read without row locks: locking them all would hide the whole queue
             # from every other node's claim until this one commits.
-            runs = list(_eligible_runs(node).order_by("-priority", "queued_at", "id")[:limit])
+            runs = list(
+                _eligible_runs(node)
+                .select_related("environment_lock")  # its Python, for the plan; not its texts
+                .defer("environment_lock__lock", "environment_lock__declaration", "environment_lock__packages")
+                .order_by("-priority", "queued_at", "id")[:limit]
+            )
             if not runs:
                 return None
             planned = _planned_for(node, runs, strategy)
@@ -119,6 +124,9 @@ def _queued_run(run: Run, allowed_node_ids: frozenset[int] | None) -> scheduling
         gpus=needs.gpus,
         isolation=needs.isolation,
         network=needs.network,
+        environment=run.environment_lock is not None,
+        python_minimum=run.environment_lock.python_version if run.environment_lock else "",
+        requires_python=run.environment_lock.requires_python if run.environment_lock else "",
     )
 
 
@@ -152,6 +160,8 @@ def _node_slot(node: Node, *, running: int, gpus_in_use: int) -> scheduling.Node
         gpu_sharing=capabilities.get(protocol.CAP_GPU_SHARING) is True,
         isolation=isolation if isolation in protocol.ISOLATION_LEVELS else protocol.ISOLATION_NONE,
         network=capabilities.get(protocol.CAP_NETWORK) is True,
+        environments=capabilities.get(protocol.CAP_ENVIRONMENTS) is True,
+        python_version=str(capabilities.get(protocol.CAP_PYTHON) or "")[:40],
     )
 
 
@@ -183,7 +193,7 @@ def _lease(node: Node, run_id: int) -> Claim | None:
     )
     if not taken:
         return None
-    run = Run.objects.select_related("notebook_version__notebook", "project").get(pk=run_id)
+    run = Run.objects.select_related("notebook_version__notebook", "project", "environment_lock").get(pk=run_id)
     append_state_event(run, RunState.LEASED, node=node.name, attempt=run.attempt)
     return Claim(
         run=run,

@@ -230,6 +230,9 @@ class Command(BaseCommand):
             str(state / "work"),
             "--cache-dir",
             str(state / "cache"),
+            "--environments-dir",
+            str(state / "environments"),
+            *(["--index-url", settings.REPROLAB_PACKAGE_INDEX_URL] if settings.REPROLAB_PACKAGE_INDEX_URL else []),
             # The runs are anyone's notebooks: they must never reach the site's files (code,
             # settings, database, media), wherever those live. The agent sandboxes its runs.
             *(arg for path in site_paths() for arg in ("--protect", str(path))),
