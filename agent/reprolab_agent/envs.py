@@ -4,9 +4,10 @@ The site resolves a declaration into a lock (exact versions and hashes; reprolab
 and sends it with the claim. Here the lock is built once into `root/<sha256>/` and reused by every
 later run that names it:
 
-- a build takes an exclusive file lock on `root/<sha256>.lock`; a run that needs the same
-  environment meanwhile waits for it and then uses the finished one (one build, shared);
-- a run holds a shared lock on it while it runs, so eviction never removes an environment in use;
+- a run holds a shared lock on `root/<sha256>.lock` while it runs, so eviction (which takes it
+  exclusively, without waiting) never removes an environment in use;
+- a build takes an exclusive lock on `root/<sha256>.build`; a run that needs the same environment
+  meanwhile waits for that lock and then uses the finished environment (one build, shared);
 - `.reprolab-ready` is written last: a folder without it is a build that did not finish (a killed
   agent), removed and built again;
 - uv's cache (`root/.uv-cache`) is shared by every build, so a package is downloaded once per node;
@@ -181,17 +182,16 @@ class EnvironmentCache:
             raise BuildFailed(misfit)
         started = time.monotonic()
         with open(self.root / f"{spec.sha256}.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)
+            fcntl.flock(lock, fcntl.LOCK_SH)  # in use from here on: eviction may not take it
             built = False
             if not self.is_ready(spec.sha256):
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                if not _try_lock(lock, fcntl.LOCK_EX):
-                    say(f"environment {spec.short}: waiting for another run's build of it")
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                if not self.is_ready(spec.sha256):  # nobody built it meanwhile: ours to build
-                    self._build(spec, say)
-                    built = True
-                fcntl.flock(lock, fcntl.LOCK_SH)  # from building to using: eviction may not take it
+                with open(self.root / f"{spec.sha256}.build", "a+b") as building:
+                    if not _try_lock(building, fcntl.LOCK_EX):
+                        say(f"environment {spec.short}: waiting for another run's build of it")
+                        fcntl.flock(building, fcntl.LOCK_EX)
+                    if not self.is_ready(spec.sha256):  # nobody built it meanwhile: ours to build
+                        self._build(spec, say)
+                        built = True
             environment = Environment(spec, self.path(spec.sha256), built, time.monotonic() - started)
             if not built:
                 say(f"environment {spec.short}: reused (built on this node before)")

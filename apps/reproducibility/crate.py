@@ -5,12 +5,19 @@ sha256 and size; input data files are listed as files with their sha256 (small o
 large ones referenced by their download URL); the parameters are PropertyValues; the run is a
 CreateAction (instrument papermill, object the inputs, result the output, agent, times, status)
 listed in the root's `mentions`, which `rocrate` does not do by itself.
+
+A run whose node built its environment from a declared lock (apps.environments) has that lock in
+the crate too, as one more input of the action (its `object`: what the execution consumed, in
+Process Run Crate terms; `instrument` stays papermill, the one tool that ran), together with the
+declaration it was resolved from (the lock's `isBasedOn`). A run in the node's base environment has
+no lock, and its crate is as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ from rocrate.rocrate import ROCrate
 
 from apps.compute.models import Run, RunState
 from apps.compute.selectors import final_artifacts
+from apps.environments.models import DeclarationKind, EnvironmentLock
 
 from .models import EnvironmentSnapshot
 
@@ -31,6 +39,20 @@ WFRUN_TERMS = {
     "sha256": "https://w3id.org/ro/terms/workflow-run#sha256",
 }
 INLINE_DATA_MAX_BYTES = 10 * 1024 * 1024
+LOCK_PATH = "environment/requirements.lock.txt"
+# pyproject.toml and uv.lock are TOML (application/toml, registered with IANA); a requirements
+# file is plain text.
+DECLARATION_FORMATS: dict[str, str] = {
+    DeclarationKind.REQUIREMENTS: "text/plain",
+    DeclarationKind.PYPROJECT: "application/toml",
+    DeclarationKind.UV_LOCK: "application/toml",
+}
+DEFAULT_DECLARATION_NAMES: dict[str, str] = {
+    DeclarationKind.REQUIREMENTS: "requirements.txt",
+    DeclarationKind.PYPROJECT: "pyproject.toml",
+    DeclarationKind.UV_LOCK: "uv.lock",
+}
+UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 STATUS = {
     RunState.SUCCEEDED: "http://schema.org/CompletedActionStatus",
     RunState.FAILED: "http://schema.org/FailedActionStatus",
@@ -60,6 +82,73 @@ def _add_stored_file(
             _copy_blob(storage_name, work / "blobs" / sha256), dest_path=dest_path, properties=properties
         )
     return crate.add_file(url, properties=properties)
+
+
+def _add_text_file(crate: ROCrate, work: Path, text: str, *, dest_path: str, properties: dict[str, Any]) -> Any:
+    """Text the site holds (not a stored blob) as a File entity, with the sha256 and size of its
+    UTF-8 bytes: for a lock those are the bytes its sha256 names."""
+    data = text.encode()
+    source = work / "text" / dest_path
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(data)
+    return crate.add_file(
+        source,
+        dest_path=dest_path,
+        properties={**properties, "sha256": hashlib.sha256(data).hexdigest(), "contentSize": str(len(data))},
+    )
+
+
+def _declaration_path(lock: EnvironmentLock) -> str:
+    """Where the declaration goes: its uploaded file name, reduced to a safe base name (it became
+    part of a URI path), and never the lock's own name."""
+    name = UNSAFE_NAME_CHARACTERS.sub("_", lock.declaration_name.rsplit("/", 1)[-1]).strip("._")
+    name = name or DEFAULT_DECLARATION_NAMES.get(lock.declaration_kind, "declaration.txt")
+    path = f"environment/{name}"
+    return f"environment/declared-{name}" if path == LOCK_PATH else path
+
+
+def _lock_description(lock: EnvironmentLock) -> str:
+    layering = (
+        "layered over the node's base packages, so the run depends on those too"
+        if lock.layered
+        else "a closed environment: nothing from the node's base packages"
+    )
+    return (
+        f"The lock the node built the run's environment from: environment sha256 {lock.sha256}, "
+        f"{len(lock.packages)} packages pinned with hashes, resolved by {lock.resolver} for Python "
+        f"{lock.python_version} on {lock.platform}; {layering}. Install it with "
+        f"`pip install --require-hashes -r {LOCK_PATH.rsplit('/', 1)[-1]}`."
+    )
+
+
+def _add_environment_lock(crate: ROCrate, work: Path, lock: EnvironmentLock) -> Any:
+    """The lock file and the declaration it was resolved from; returns the lock's entity, an input
+    of the run. The declaration is not: the run never read it (the site's resolver did), so it is
+    linked from the lock (`isBasedOn`) rather than from the action."""
+    declaration = _add_text_file(
+        crate,
+        work,
+        lock.declaration,
+        dest_path=_declaration_path(lock),
+        properties={
+            "name": f"Declared environment ({lock.declaration_name})",
+            "description": f"The environment as declared ({lock.get_declaration_kind_display()}), "
+            f"which the site resolved into the lock {lock.sha256}.",
+            "encodingFormat": DECLARATION_FORMATS.get(lock.declaration_kind, "text/plain"),
+        },
+    )
+    return _add_text_file(
+        crate,
+        work,
+        lock.lock,
+        dest_path=LOCK_PATH,
+        properties={
+            "name": f"Environment lock {lock.short}",
+            "description": _lock_description(lock),
+            "encodingFormat": "text/plain",
+            "isBasedOn": declaration,
+        },
+    )
 
 
 def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
@@ -124,6 +213,8 @@ def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
                     )
                 )
             )
+        if run.environment_lock is not None:
+            inputs.append(_add_environment_lock(crate, work, run.environment_lock))
         for dataset_version in run.input_datasets.select_related("dataset").prefetch_related("files"):
             for data_file in dataset_version.files.all():
                 name = dataset_version.dataset.name

@@ -1,5 +1,10 @@
 """The human report of a run: facts, a FAIR self-assessment checklist and concrete
-recommendations, derived from the run, its notebook, its environment and its reproductions."""
+recommendations, derived from the run, its notebook, its environment and its reproductions.
+
+Its environment is either a declared one, locked (apps.environments: the run's node installed
+exactly the lock's versions and hashes, and the snapshot says whether what was installed matched),
+or the node's base environment, whatever that node had installed. The report says which: a locked
+run needs no advice to pin packages, and a base-environment run is the one to advise declaring."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 from django.core.files.storage import default_storage
 
 from apps.compute.models import Run
+from apps.environments.models import EnvironmentLock
 
 from .models import EnvironmentSnapshot, Reproduction
 
@@ -43,6 +49,119 @@ def _unpinned(code: str) -> list[str]:
     return found
 
 
+def _lock_facts(lock: EnvironmentLock, declared: dict[str, Any]) -> dict[str, Any]:
+    """The lock, and what the snapshot's `environment` part says of it. `matches_lock` is None when
+    the snapshot does not say (an agent that predates declared environments, or no snapshot)."""
+    same_lock = declared.get("declared") is True and declared.get("sha256") == lock.sha256
+    base_packages = declared.get("base_packages") if same_lock else None
+    return {
+        "sha256": lock.sha256,
+        "packages": len(lock.packages),
+        "python": lock.python_version,
+        "platform": lock.platform,
+        "declaration": lock.declaration_name,
+        "layered": lock.layered,
+        "resolver": lock.resolver,
+        "matches_lock": declared.get("matches_lock") if same_lock else None,
+        "differences": list(declared.get("differences") or [])[:10] if same_lock else [],
+        "base_packages": len(base_packages) if isinstance(base_packages, dict) else None,
+    }
+
+
+def _matching(lock: dict[str, Any]) -> str:
+    if lock["matches_lock"] is True:
+        return "the installed packages matched the lock exactly"
+    if lock["matches_lock"] is False:
+        named = "; ".join(lock["differences"][:3])
+        return (
+            f"the installed packages did not match the lock: {named}"
+            if named
+            else "the installed packages did not match the lock"
+        )
+    return "the snapshot does not say whether the installed packages matched the lock"
+
+
+def _environment_statement(lock: dict[str, Any] | None, node: str) -> str:
+    """One sentence on what the run's packages were: the lock's, or its node's base environment's."""
+    if lock is None:
+        return (
+            f"The run used the node's base environment (nothing declared): its packages are whatever "
+            f"{node} had installed."
+        )
+    statement = (
+        f"Locked environment {lock['sha256'][:12]} (sha256 {lock['sha256']}): {lock['packages']} packages "
+        f"pinned with hashes for Python {lock['python']}, declared in {lock['declaration']}; {_matching(lock)}."
+    )
+    if lock["layered"]:
+        counted = f" ({lock['base_packages']} base packages recorded)" if lock["base_packages"] is not None else ""
+        statement += (
+            f" It is layered over the node's base packages: the run depends on what {node} had installed too{counted}."
+        )
+    return statement
+
+
+def _lock_check(lock: dict[str, Any] | None) -> dict[str, Any]:
+    """The checklist's line on the environment: locked and installed as locked, or not."""
+    if lock is None:
+        return {
+            "item": "Locked environment",
+            "ok": False,
+            "detail": "Nothing declared: the run used its node's base environment, unpinned.",
+        }
+    return {
+        "item": "Locked environment",
+        "ok": lock["matches_lock"] is not False,
+        "detail": f"sha256 {lock['sha256']}, {lock['packages']} packages; {_matching(lock)}"
+        + (", over the node's base packages (layered)." if lock["layered"] else "."),
+    }
+
+
+def _environment_recommendations(
+    lock: dict[str, Any] | None, locked_names: set[str], installs: list[str], project_slug: str, node: str
+) -> list[str]:
+    """Without a lock: declare one (which also pins what the notebook installs). With one: only
+    what still escapes it (installs of packages it lacks, a mismatch, the layered base)."""
+    if lock is None:
+        advice = []
+        if installs:
+            advice.append(
+                f"Pin the packages the notebook installs ({', '.join(sorted(set(installs))[:10])}): "
+                "`pip install name==version`, so a rerun gets the same versions."
+            )
+        advice.append(
+            "The run used the node's base environment (nothing declared): declare the packages the notebook "
+            f"needs, so every run installs the same locked versions: PUT a requirements.txt, pyproject.toml or "
+            f"uv.lock to /api/v1/projects/{project_slug}/environment/, or upload a requirements.txt beside the "
+            "notebook."
+        )
+        return advice
+    advice = []
+    outside = sorted({name for name in installs if _canonical(name) not in locked_names})
+    if outside:
+        advice.append(
+            f"The notebook installs packages its locked environment lacks ({', '.join(outside[:10])}): add them "
+            f"to {lock['declaration']}, so the lock pins them too."
+        )
+    if lock["matches_lock"] is False:
+        advice.append(
+            f"What {node} installed differed from the lock ({'; '.join(lock['differences'][:3])}): rerun on "
+            "another node, and tell the node's operator."
+        )
+    if lock["layered"]:
+        advice.append(
+            f"The environment is layered over {node}'s base packages, so a node with a different base can change "
+            "the results: declare the base packages the notebook imports too, or declare the environment closed "
+            "(not layered)."
+        )
+    return advice
+
+
+def _canonical(requirement: str) -> str:
+    """A package name as the lock spells it (PEP 503), from an install argument such as `Pandas[xl]>=2`."""
+    name = re.split(r"[\[<>=!~;@\s]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def build_report(run: Run) -> dict[str, Any]:
     version = run.notebook_version
     project = run.project
@@ -54,6 +173,10 @@ def build_report(run: Run) -> dict[str, Any]:
     datasets = list(run.input_datasets.select_related("dataset").prefetch_related("files"))
     data_files = [f for dv in datasets for f in dv.files.all()]
     code = _notebook_code(run)
+    node = f"node {run.node.name}" if run.node else "the node"
+    declared = run.environment_lock
+    lock = _lock_facts(declared, environment.get("environment") or {}) if declared else None
+    locked_names = {_canonical(p.get("name", "")) for p in declared.packages} if declared else set()
 
     checklist = [
         {
@@ -101,15 +224,10 @@ def build_report(run: Run) -> dict[str, Any]:
             if reproductions
             else "Not checked yet: use Reproduce.",
         },
+        _lock_check(lock),
     ]
 
-    recommendations = []
-    unpinned = _unpinned(code)
-    if unpinned:
-        recommendations.append(
-            f"Pin the packages the notebook installs ({', '.join(sorted(set(unpinned))[:10])}): "
-            "`pip install name==version`, so a rerun gets the same versions."
-        )
+    recommendations = _environment_recommendations(lock, locked_names, _unpinned(code), project.slug, node)
     flaky = any(c.get("flaky") for r in reproductions for c in (r["report"] or {}).get("cells", []))
     if RANDOM_USE.search(code) and not SEEDING.search(code):
         recommendations.append("The notebook uses random numbers without setting a seed: seed every generator it uses.")
@@ -148,6 +266,9 @@ def build_report(run: Run) -> dict[str, Any]:
             "gpus": [g.get("name") for g in gpus],
             "packages": len(environment.get("packages") or {}),
             "fingerprint": snapshot.fingerprint if snapshot else None,
+            "declared": lock is not None,
+            "lock": lock,
+            "statement": _environment_statement(lock, node),
         },
         "reproductions": [{"id": r["id"], "verdict": r["verdict"]} for r in reproductions],
         "checklist": checklist,

@@ -124,12 +124,13 @@ def run_cells(
     network: bool = False,
     gpus: tuple[int, ...] = (),
     keep: bool = False,
+    environment: Any = None,
 ) -> Outcome:
     """Execute a notebook on a slot as the agent would, under the run watch; returns what the
     run reported. The slot is discarded (and, unless `keep`, its folder removed) afterwards."""
     from reprolab_agent.watch import RunWatch
 
-    slot = pool.take(network=network, gpus=gpus)
+    slot = pool.take(network=network, gpus=gpus, environment=environment)
     try:
         (slot.workdir / "_input.ipynb").write_bytes(body)
         (slot.workdir / "_input.ipynb").chmod(0o644)
@@ -137,7 +138,13 @@ def run_cells(
         ctx = RunContext(claim=claim, client=None, workdir=slot.workdir)  # type: ignore[arg-type]  # the watch calls nothing
         collected = _Collected()
         slot.start(
-            {"input": "_input.ipynb", "output": "_output.ipynb", "parameters": parameters or {}, "kernel": kernel}
+            {
+                "input": "_input.ipynb",
+                "output": "_output.ipynb",
+                "parameters": parameters or {},
+                "kernel": kernel,
+                "environment": environment is not None,
+            }
         )
         watch = RunWatch(
             ctx,

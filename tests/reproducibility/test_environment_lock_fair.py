@@ -11,7 +11,6 @@ import json
 import zipfile
 from typing import Any
 
-import pytest
 from rocrate_validator import services as validator
 from rocrate_validator.models import Severity
 
@@ -86,7 +85,8 @@ def finished_run(slug: str, lock: EnvironmentLock | None, source: str = SOURCE, 
     node = compute.node_register(owner=owner, name=f"{slug}-node").node
     compute.node_seen(node=node, capabilities={"environments": True, "python_version": "3.11.7"})
     claim = compute.run_claim(node=node)
-    assert claim is not None and claim.run.pk == run.pk
+    assert claim is not None
+    assert claim.run.pk == run.pk
     environment_record(run=run, lease_id=claim.lease_id, data=declared_snapshot(lock, **described))
     output = executed("+-+\n|1|\n+-+\n")
     compute.run_output_upload(
@@ -247,7 +247,8 @@ def test_report_of_a_base_environment_run_says_so_and_advises_declaring(db):
 
 
 def test_report_page_shows_the_lock_or_the_base_environment(client, db):
-    locked = finished_run("locked-page", make_lock())
+    lock = make_lock()
+    locked = finished_run("locked-page", lock)
     base = finished_run("base-page", None)
     for run in (locked, base):
         tasks.build_run_report(run.pk)
@@ -255,7 +256,7 @@ def test_report_page_shows_the_lock_or_the_base_environment(client, db):
     client.force_login(locked.created_by)
     part = page_part(client, f"/runs/{locked.pk}/report/", end="</dd>")
     assert "locked" in part
-    assert locked.environment_lock.sha256[:12] in part
+    assert lock.sha256[:12] in part
     assert "installed exactly as locked" in part
 
     client.force_login(base.created_by)

@@ -1,0 +1,117 @@
+"""Declared environments on the agent: built once per lock with real uv from a real local index
+(tests/package_index.py), shared by concurrent users, bounded, and run on the environment's own
+kernel inside the sandbox, with a spare slot kept warm for an environment in use."""
+
+import threading
+from pathlib import Path
+
+import pytest
+from reprolab_agent.envs import BuildFailed, EnvironmentCache, EnvironmentSpec, missing_module_hint
+
+from apps.environments.declarations import read_declaration
+from apps.environments.resolver import resolve
+from tests.environments.conftest import package_index_url  # noqa: F401 - the session's index
+from tests.integration.servers import wait_until
+
+from .slots import notebook, run_cells, sandbox_at, warm_pool
+
+
+@pytest.fixture
+def locks(settings, package_index_url, tmp_path):  # noqa: F811
+    settings.REPROLAB_PACKAGE_INDEX_URL = package_index_url
+    settings.REPROLAB_UV_CACHE_DIR = tmp_path / "site-uv"
+
+    def lock(text: str) -> EnvironmentSpec:
+        resolved = resolve(read_declaration("requirements.txt", text.encode()))
+        return EnvironmentSpec(resolved.sha256, resolved.lock, python_version=resolved.python_version)
+
+    return lock
+
+
+def test_concurrent_users_of_one_lock_share_one_build(locks, package_index_url, tmp_path):  # noqa: F811
+    spec = locks("tabulate\n")
+    cache = EnvironmentCache(tmp_path / "environments", index_url=package_index_url)
+    said: list[str] = []
+    built: list[bool] = []
+    all_in = threading.Barrier(3)
+
+    def use() -> None:
+        with cache.use(spec, said.append) as environment:
+            built.append(environment.built)
+            assert environment.python.exists()
+            all_in.wait(timeout=120)  # both hold it at once: in use, shared
+
+    threads = [threading.Thread(target=use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    all_in.wait(timeout=120)
+    for thread in threads:
+        thread.join()
+    assert sorted(built) == [False, True]
+    assert sum(m.startswith("building environment") for m in said) == 1
+    assert cache.is_ready(spec.sha256)
+
+
+def test_a_lock_that_is_not_its_sha256_is_refused():
+    with pytest.raises(BuildFailed, match="does not match its sha256"):
+        EnvironmentSpec.from_claim({"sha256": "0" * 64, "lock": "tabulate==0.10.0\n"})
+    assert EnvironmentSpec.from_claim(None) is None
+
+
+def test_a_lock_for_another_python_is_refused_before_building(tmp_path):
+    spec = EnvironmentSpec("a" * 64, "", python_version="3.99")
+    with pytest.raises(BuildFailed, match=r"resolved for Python 3\.99"), EnvironmentCache(tmp_path).use(spec):
+        pass
+
+
+def test_the_least_recently_used_environment_not_in_use_is_evicted(locks, package_index_url, tmp_path):  # noqa: F811
+    cache = EnvironmentCache(tmp_path / "environments", index_url=package_index_url, max_bytes=1)  # always over
+    first, second, third = locks("toolz\n"), locks("humanize\n"), locks("termcolor\n")
+    with cache.use(first):
+        pass
+    with cache.use(second):  # building it evicts `first`, which nothing holds
+        assert not cache.is_ready(first.sha256)
+        with cache.use(third):  # `second` is in use: kept
+            assert cache.is_ready(second.sha256)
+    assert cache.is_ready(third.sha256)
+
+
+def test_the_missing_module_hint_names_the_package_to_declare():
+    hint = missing_module_hint("ModuleNotFoundError: No module named 'sklearn.linear_model'", declared=False)
+    assert "(scikit-learn)" in hint
+    assert "base environment" in hint
+    assert "lacks it" in missing_module_hint("ModuleNotFoundError: No module named 'foo'", declared=True)
+    assert missing_module_hint("ValueError: x", declared=False) == ""
+
+
+def test_a_run_uses_the_environments_own_kernel_in_the_sandbox_and_a_spare_is_kept(
+    locks,
+    package_index_url,  # noqa: F811
+    site: Path,
+):
+    cache = EnvironmentCache(site / "environments", index_url=package_index_url)
+    spec = locks("tabulate\n")
+    source = (
+        "import sys, tabulate\n"
+        "print(sys.prefix)\n"
+        "try:\n    import django\n    print('django visible')\nexcept ImportError:\n    print('django hidden')\n"
+        "from reprolab_agent import record\nrecord('rows', tabulate.tabulate([[1]]))"
+    )
+    with (
+        warm_pool(sandbox_at("bwrap", site), site, environments=cache, environment_spares=1) as pool,
+        cache.use(spec) as environment,
+    ):
+        outcome = run_cells(pool, notebook(source), environment=environment)
+        assert outcome.code == 0, outcome.events
+        assert str(environment.path) in outcome.stdout
+        assert "django hidden" in outcome.stdout  # the agent's own packages do not show
+        wait_until(
+            lambda: any(s.environment == spec.sha256 for s in pool._ready),
+            timeout=90,
+            what="a spare slot for the environment just used",
+        )
+        spare = next(s for s in pool._ready if s.environment == spec.sha256)
+        assert spare.environment_hold is not None  # it keeps the environment from eviction
+        again = run_cells(pool, notebook("import tabulate"), environment=environment)
+        assert again.code == 0, again.events
+        assert again.slot is spare  # the next run in it started on the kernel already up
