@@ -112,6 +112,8 @@ class Figures:
     pip_install: list[float] = field(default_factory=list)
     cold: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)
+    pip_cached: list[float] = field(default_factory=list)  # venv + install, pip's cache already filled
+    cold_shared: list[float] = field(default_factory=list)  # a new environment, uv's cache already filled
 
 
 def resolve(index_url: str, figures: Figures) -> str:
@@ -133,20 +135,28 @@ def resolve(index_url: str, figures: Figures) -> str:
     return lock
 
 
-def with_pip(index_url: str, repeat: int, figures: Figures) -> None:
-    """The baseline: a stdlib venv, then pip resolving and installing the same pins, no cache."""
+def with_pip(index_url: str, repeat: int, figures: Figures, *, cache: Path | None = None) -> None:
+    """The baseline: a stdlib venv, then pip resolving and installing the same pins, with no
+    cache, or with `cache` (pip's own, filled by an earlier install: the fair match for a new
+    environment on a node whose uv cache holds the packages)."""
     (TMP / "requirements.txt").write_text(REQUIREMENTS)
     target = TMP / f"pip-{repeat}"
     start = time.perf_counter()
     run([sys.executable, "-m", "venv", str(target)], env=PIP_ENV)
     made = time.perf_counter()
+    caching = ["--cache-dir", str(cache)] if cache is not None else ["--no-cache-dir"]
     run(
         [
-            *(str(target / "bin" / "pip"), "install", "--quiet", "--no-cache-dir"),
+            *(str(target / "bin" / "pip"), "install", "--quiet", *caching),
             *("--index-url", index_url, "-r", str(TMP / "requirements.txt")),
         ],
         env=PIP_ENV,
     )
+    if cache is not None:
+        figures.pip_cached.append(time.perf_counter() - start)
+        check_imports(target / "bin" / "python")
+        shutil.rmtree(target)
+        return
     figures.pip_venv.append(made - start)
     figures.pip_install.append(time.perf_counter() - made)
     check_imports(target / "bin" / "python")
@@ -169,6 +179,19 @@ def cold_build(index_url: str, spec: EnvironmentSpec, repeat: int, figures: Figu
             raise RuntimeError(f"an empty cache at {root} reused an environment")
         check_imports(env.python)
     return root
+
+
+def new_environment_shared_cache(index_url: str, spec: EnvironmentSpec, root: Path, figures: Figures) -> None:
+    """A node that has not built this environment but whose uv cache holds its packages (from
+    other environments: most share ipykernel's tree, numpy, ...): the usual cold build."""
+    cache = EnvironmentCache(root, index_url=index_url)
+    shutil.rmtree(cache.path(spec.sha256))
+    start = time.perf_counter()
+    with cache.use(spec, say=quiet) as env:
+        figures.cold_shared.append(time.perf_counter() - start)
+        if not env.built:
+            raise RuntimeError("a removed environment was reused")
+        check_imports(env.python)
 
 
 def warm_reuse(index_url: str, spec: EnvironmentSpec, root: Path, repeats: int, figures: Figures) -> None:
@@ -200,6 +223,12 @@ def measure(repeats: int) -> Figures:
                 shutil.rmtree(root)
             root = cold_build(index_url, spec, repeat, figures)
         assert root is not None
+        pip_cache = TMP / "pip-cache"
+        with_pip(index_url, repeats, Figures(), cache=pip_cache)  # fills pip's cache, not measured
+        for repeat in range(repeats):
+            phase(f"pip with its cache filled, new environment with uv's cache filled {repeat + 1}/{repeats}")
+            with_pip(index_url, repeat, figures, cache=pip_cache)
+            new_environment_shared_cache(index_url, spec, root, figures)
         phase("warm reuse")
         warm_reuse(index_url, spec, root, repeats, figures)
     return figures
@@ -221,6 +250,12 @@ def report(repeats: int, figures: Figures) -> None:
     print(
         f"  ours      cold build: empty uv cache, empty environment root      : {cold:7.3f} s"
         f"  ({pip_total / cold:.1f}x faster than pip; {med(figures.pip_install) / cold:.1f}x its install alone)"
+    )
+    pip_cached, shared = med(figures.pip_cached), med(figures.cold_shared)
+    print(f"  baseline  pip, its cache filled: python -m venv + pip install      : {pip_cached:7.3f} s")
+    print(
+        f"  ours      new environment, uv's cache filled by earlier builds    : {shared:7.3f} s"
+        f"  ({pip_cached / shared:.1f}x faster than pip with its cache)"
     )
     print(f"  ours      warm reuse: use() on the built environment             : {warm * 1000:7.3f} ms")
 

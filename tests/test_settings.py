@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from apps.accounts.models import User
 from apps.projects.models import NotebookVersion, Project
+from tests.environments.conftest import package_index_url  # noqa: F401 - a real index without the demo's packages
 
 ROOT = Path(__file__).resolve().parents[1]
 STRONG_KEY = "x7Qp2vR9sT4wY6zA8bC1dE3fG5hJ7kL9mN2pQ4rS6tU8vW0xY2zA4bC6dE8fG0hJ"
@@ -98,15 +99,21 @@ def test_service_urls_switch_to_postgres_and_redis():
 
 
 @pytest.mark.django_db
-def test_seed_demo_is_idempotent():
+def test_seed_demo_is_idempotent(settings, package_index_url, tmp_path):  # noqa: F811
+    # The local index has neither NumPy nor Matplotlib: the demo's declared environment cannot be
+    # resolved (as offline), so its notebook comes without it, and says why when it runs.
+    settings.REPROLAB_PACKAGE_INDEX_URL = package_index_url
+    settings.REPROLAB_UV_CACHE_DIR = tmp_path / "uv"
     call_command("seed_demo")
     call_command("seed_demo")
     demo = User.objects.get(username="demo")
     assert demo.check_password("demo")
     project = Project.objects.get(slug="demo")
     assert project.is_public
-    assert NotebookVersion.objects.filter(notebook__project=project).count() == 1
-    version = NotebookVersion.objects.get(notebook__project=project)
+    assert NotebookVersion.objects.filter(notebook__project=project).count() == 2
+    plot = NotebookVersion.objects.get(notebook__project=project, notebook__path="analysis/plot-fit.ipynb")
+    assert plot.environment is None
+    version = NotebookVersion.objects.get(notebook__project=project, notebook__path="analysis/linear-fit.ipynb")
     assert [p["name"] for p in version.parameters] == ["samples", "noise", "seed", "data_path"]
     assert project.datasets.get().versions.count() == 1
 

@@ -73,6 +73,13 @@ class BuildFailed(RuntimeError):
     """The environment could not be built here; the message says why (the installer's words)."""
 
 
+class BuildStopped(BuildFailed):
+    """The build was stopped (its run was cancelled, timed out, or the agent is stopping)."""
+
+
+STOP_POLL_SECONDS = 0.25
+
+
 @dataclass(frozen=True)
 class EnvironmentSpec:
     sha256: str
@@ -172,9 +179,16 @@ class EnvironmentCache:
         return (self.path(sha256) / READY_MARK).is_file()
 
     @contextlib.contextmanager
-    def use(self, spec: EnvironmentSpec, say: Callable[[str], None] = lambda message: None) -> Iterator[Environment]:
+    def use(
+        self,
+        spec: EnvironmentSpec,
+        say: Callable[[str], None] = lambda message: None,
+        stop: Callable[[], str] = lambda: "",
+    ) -> Iterator[Environment]:
         """The environment of `spec`, built first if no run built it before; held (not evicted)
-        until the block ends."""
+        until the block ends. `stop` says why to give up a build now ("" while it should go on):
+        the installer is killed and BuildStopped raised; another run waiting for the same build
+        then builds it itself."""
         misfit = protocol.python_misfit(
             platform.python_version(), minimum=spec.python_version, requires_python=spec.requires_python
         )
@@ -190,7 +204,7 @@ class EnvironmentCache:
                         say(f"environment {spec.short}: waiting for another run's build of it")
                         fcntl.flock(building, fcntl.LOCK_EX)
                     if not self.is_ready(spec.sha256):  # nobody built it meanwhile: ours to build
-                        self._build(spec, say)
+                        self._build(spec, say, stop)
                         built = True
             environment = Environment(spec, self.path(spec.sha256), built, time.monotonic() - started)
             if not built:
@@ -224,7 +238,7 @@ class EnvironmentCache:
             yield self.path(sha256) if self.is_ready(sha256) else None
 
     # -- building ------------------------------------------------------------------------------
-    def _build(self, spec: EnvironmentSpec, say: Callable[[str], None]) -> None:
+    def _build(self, spec: EnvironmentSpec, say: Callable[[str], None], stop: Callable[[], str]) -> None:
         if self.uv is None:
             raise BuildFailed("this node cannot build environments: uv is not installed beside the agent")
         target = self.path(spec.sha256)
@@ -236,13 +250,13 @@ class EnvironmentCache:
         say(f"building environment {spec.short}: {packages} packages{layer}")
         try:
             venv = [self.uv, "venv", str(target), "--python", sys.executable, "--no-config"]
-            self._uv([*venv, *(["--system-site-packages"] if spec.layered else [])], say)
+            self._uv([*venv, *(["--system-site-packages"] if spec.layered else [])], say, stop)
             lock_file = target / "reprolab-lock.txt"
             lock_file.write_text(spec.lock)
             install = [self.uv, "pip", "install", "--python", str(target / "bin" / "python"), "-r", str(lock_file)]
             install += ["--require-hashes", "--no-deps", "--no-build", "--no-config"]
             install += ["--index-url", self.index_url] if self.index_url else []
-            self._uv(install, say)
+            self._uv(install, say, stop)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -251,7 +265,7 @@ class EnvironmentCache:
         (target / READY_MARK).write_text(json.dumps(mark))
         say(f"environment {spec.short}: built in {seconds:.1f} s")
 
-    def _uv(self, command: list[str], say: Callable[[str], None]) -> None:
+    def _uv(self, command: list[str], say: Callable[[str], None], stop: Callable[[], str] = lambda: "") -> None:
         env = {**os.environ, "UV_CACHE_DIR": str(self.root / UV_CACHE), "NO_COLOR": "1", "UV_NO_PROGRESS": "1"}
         env.pop("VIRTUAL_ENV", None)  # the agent's own venv must not be the target
         tail: deque[str] = deque(maxlen=MESSAGE_LINES)
@@ -259,6 +273,20 @@ class EnvironmentCache:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=self.root
         )
         assert process.stderr is not None
+        stopped: list[str] = []
+        ended = threading.Event()
+
+        def watch() -> None:
+            while not ended.wait(STOP_POLL_SECONDS):
+                reason = stop()
+                if reason:
+                    stopped.append(reason)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    return
+
+        watcher = threading.Thread(target=watch, name="build-stop", daemon=True)
+        watcher.start()
         with process:
             for raw in process.stderr:
                 line = raw.rstrip()
@@ -267,6 +295,10 @@ class EnvironmentCache:
                 tail.append(line)
                 if not line.startswith((" + ", " - ", "Activate with")):  # summaries, not one line per package
                     say(line.strip())
+        ended.set()
+        watcher.join()
+        if stopped:
+            raise BuildStopped(f"the build was stopped: {stopped[0]}")
         if process.returncode != 0:
             message = "\n".join(tail)
             if any(word in message for word in UNREACHABLE):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from . import protocol
 from .cache import FileCache
 from .client import Client, GaveUp
 from .environment import KernelChoice, capture
-from .envs import BuildFailed, Environment, EnvironmentCache, EnvironmentSpec, missing_module_hint
+from .envs import BuildFailed, BuildStopped, Environment, EnvironmentCache, EnvironmentSpec, missing_module_hint
 from .execute import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED, EXIT_SUCCEEDED
 from .gpus import GpuSampler, GpuSlots
 from .inputs import NOTEBOOK, OUTPUT, place_files, place_notebook
@@ -100,6 +101,8 @@ class RunExecutor:
             with contextlib.ExitStack() as held:
                 try:
                     environment = self._environment(ctx, events, held)
+                except BuildStopped:
+                    return self._stopped_while_building(ctx)
                 except BuildFailed as error:
                     return self.complete(ctx, protocol.FAILED, f"Could not build the run's environment: {error}")
                 return self._on_pool(ctx, events, network=network, gpus=gpus, environment=environment)
@@ -119,7 +122,35 @@ class RunExecutor:
         def say(message: str) -> None:
             events.add({"kind": protocol.LOG, "payload": {"message": message, "environment": spec.sha256}})
 
-        return held.enter_context(self.environments.use(spec, say))
+        deadline = time.monotonic() + float(ctx.run["timeout_seconds"])
+
+        def stop() -> str:
+            if ctx.cancel.is_set():
+                return "cancelled"
+            if ctx.shutdown.is_set():
+                return "the agent is stopping"
+            if ctx.lease_lost.is_set():
+                return "the lease was lost"
+            if time.monotonic() > deadline:
+                ctx.timed_out = True
+                return "timed out"
+            return ""
+
+        return held.enter_context(self.environments.use(spec, say, stop))
+
+    def _stopped_while_building(self, ctx: RunContext) -> str:
+        """A build given up for the run's sake: settle it as the same stop during the run would."""
+        if ctx.lease_lost.is_set():
+            raise LeaseLost(f"run {ctx.run_id}: lease lost while its environment was building")
+        if ctx.shutdown.is_set():
+            return self.release(ctx, protocol.RELEASE_SHUTDOWN, "the agent stopped while the environment was building")
+        if ctx.cancel.is_set():
+            return self.complete(ctx, protocol.CANCELLED, "Cancelled on request (while its environment was building).")
+        return self.complete(
+            ctx,
+            protocol.FAILED,
+            f"Timed out after {ctx.run['timeout_seconds']} s (while its environment was building).",
+        )
 
     def _on_pool(
         self,

@@ -2,11 +2,21 @@
 (tests/package_index.py), shared by concurrent users, bounded, and run on the environment's own
 kernel inside the sandbox, with a spare slot kept warm for an environment in use."""
 
+import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from reprolab_agent.envs import BuildFailed, EnvironmentCache, EnvironmentSpec, missing_module_hint
+from reprolab_agent.envs import (
+    BuildFailed,
+    BuildStopped,
+    EnvironmentCache,
+    EnvironmentSpec,
+    describe_environment,
+    missing_module_hint,
+)
 
 from apps.environments.declarations import read_declaration
 from apps.environments.resolver import resolve
@@ -115,3 +125,59 @@ def test_a_run_uses_the_environments_own_kernel_in_the_sandbox_and_a_spare_is_ke
         again = run_cells(pool, notebook("import tabulate"), environment=environment)
         assert again.code == 0, again.events
         assert again.slot is spare  # the next run in it started on the kernel already up
+
+
+def test_a_build_stops_at_once_when_its_run_is_cancelled(locks, tmp_path):
+    """An index that accepts connections and never answers: the build would hang for uv's whole
+    timeout; cancelling the run ends it now, leaving no installer and no half-built folder."""
+    spec = locks("tabulate\n")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: requests wait in the backlog
+    index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple/"
+    cache = EnvironmentCache(tmp_path / "environments", index_url=index)
+    building = threading.Event()
+    cancelled = threading.Event()
+
+    def say(message: str) -> None:
+        if message.startswith("Using Python"):  # uv pip install has started
+            building.set()
+
+    def cancel_when_building() -> None:
+        building.wait(timeout=60)
+        cancelled.set()
+
+    threading.Thread(target=cancel_when_building, daemon=True).start()
+    started = time.monotonic()
+    with (
+        silent,
+        pytest.raises(BuildStopped, match="cancelled"),
+        cache.use(spec, say, stop=lambda: "cancelled" if cancelled.is_set() else ""),
+    ):
+        pass
+    assert time.monotonic() - started < 20  # not uv's 30 s request timeout
+    assert not cache.path(spec.sha256).exists()
+    left = subprocess.run(["pgrep", "-f", str(cache.path(spec.sha256))], capture_output=True, check=False)
+    assert left.stdout == b""
+
+
+def test_a_layered_environment_sees_the_base_packages_a_closed_one_does_not(
+    settings,
+    package_index_url,  # noqa: F811
+    tmp_path,
+):
+    settings.REPROLAB_PACKAGE_INDEX_URL = package_index_url
+    settings.REPROLAB_UV_CACHE_DIR = tmp_path / "site-uv"
+    cache = EnvironmentCache(tmp_path / "environments", index_url=package_index_url)
+    probe = "import importlib.util, sys; print(importlib.util.find_spec('pip') is not None)"
+    seen = {}
+    for layered in (False, True):
+        resolved = resolve(read_declaration("requirements.txt", b"tabulate\n"), layered=layered)
+        spec = EnvironmentSpec(resolved.sha256, resolved.lock, layered=layered, python_version="3.11")
+        with cache.use(spec) as environment:
+            done = subprocess.run([str(environment.python), "-c", probe], capture_output=True, text=True, check=True)
+            seen[layered] = done.stdout.strip()
+            described = describe_environment(environment)
+            assert described["matches_lock"] is True
+            assert ("base_packages" in described) is layered
+    assert seen == {False: "False", True: "True"}  # pip lives in the base interpreter only

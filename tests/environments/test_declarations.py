@@ -161,3 +161,13 @@ def test_the_pages_show_the_declared_environment(client, team, private_project, 
     )
     assert bad.status_code == 400
     assert "not accepted" in bad.content.decode()
+
+
+def test_a_fresh_resolve_of_an_unchanged_index_is_the_same_lock(client_for, team, private_project, index):
+    from apps.environments.services import fresh_resolve
+
+    sha = put(client_for(team["owner"]), private_project, "tabulate\n", layered="true").json()["sha256"]
+    lock = EnvironmentLock.objects.get(sha256=sha)
+    assert lock.layered is True
+    assert "# layered: yes" in lock.lock  # part of what its sha256 names
+    assert fresh_resolve(lock) == lock

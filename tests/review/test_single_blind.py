@@ -374,6 +374,8 @@ POST_PROBES: list[Probe] = [
 # Every other URL of the site, and why it cannot mention a review or its reviewer.
 NOT_REVIEW_SURFACES: dict[str, str] = {
     "healthz": "a liveness probe: 'ok'",
+    "api-project-environment": "the project's declared packages: no run, node or reviewer in it",
+    "projects:environment": "declaring the project's environment (a POST for its editors)",
     "api-schema": "the OpenAPI schema: no data",
     "api-docs": "Swagger UI: no data",
     "api-token-obtain": "exchanges one's own password for a token",
