@@ -267,6 +267,7 @@ class EnvironmentCache:
 
     def _uv(self, command: list[str], say: Callable[[str], None], stop: Callable[[], str] = lambda: "") -> None:
         env = {**os.environ, "UV_CACHE_DIR": str(self.root / UV_CACHE), "NO_COLOR": "1", "UV_NO_PROGRESS": "1"}
+        env.setdefault("UV_SYSTEM_CERTS", "1")  # the machine's CA store too (TLS-inspecting proxies)
         env.pop("VIRTUAL_ENV", None)  # the agent's own venv must not be the target
         tail: deque[str] = deque(maxlen=MESSAGE_LINES)
         process = subprocess.Popen(

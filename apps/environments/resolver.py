@@ -30,6 +30,20 @@ from .declarations import Declaration
 KERNEL_REQUIREMENT = "ipykernel"
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s*(?:;\s*(?P<marker>[^\\]+?))?\s*\\?$")
 MAX_MESSAGE = 3000
+# What uv may take from the site's environment: how to reach the index (proxies, certificates),
+# nothing else (no uv.toml, no UV_* settings of whoever started the site).
+NETWORK_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 
 
 class ResolverUnavailable(APIException):
@@ -133,10 +147,14 @@ def resolve(declaration: Declaration, *, layered: bool = False) -> Resolved:
         if settings.REPROLAB_PACKAGE_INDEX_URL:
             command += ["--index-url", settings.REPROLAB_PACKAGE_INDEX_URL]
         env = {
+            **{name: os.environ[name] for name in NETWORK_VARIABLES if name in os.environ},
             "PATH": os.environ.get("PATH", os.defpath),
             "HOME": folder,
             "NO_COLOR": "1",
             "UV_CACHE_DIR": str(settings.REPROLAB_UV_CACHE_DIR),
+            # The platform's certificate store, not only uv's bundled roots: institutions reach
+            # PyPI through TLS-inspecting proxies whose root is installed there.
+            "UV_SYSTEM_CERTS": "1",
         }
         try:
             done = subprocess.run(
