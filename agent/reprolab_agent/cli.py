@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "--token" in sys.argv or any(a.startswith("--token=") for a in sys.argv):
         logging.warning("--token on the command line shows in `ps` while the agent starts; use --token-file")
-    protect = [args.work_dir, args.cache_dir, args.environments_dir, *args.protect] + (
-        [args.token_file] if args.token_file else []
-    )
+    # Not the environments folder: runs read their own environment in it (EnvironmentCache keeps
+    # the rest closed to them; a bwrap sandbox mounts only the run's own).
+    protect = [args.work_dir, args.cache_dir, *args.protect] + ([args.token_file] if args.token_file else [])
     try:
         sandbox = detect(args.isolation, protect=protect, work_root=args.work_dir)
     except Unavailable as error:

@@ -26,6 +26,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -38,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
-from .limits import folder_usage
 
 log = logging.getLogger("reprolab_agent")
 
 READY_MARK = ".reprolab-ready"
 UV_CACHE = ".uv-cache"
+LOCKS = ".locks"  # closed to runs: a run uid must not hold a build or an environment hostage
 MESSAGE_LINES = 40  # of the installer's output, in a failed build's message
 # The installer's words for "the index could not be reached" (uv's, by the reqwest/hyper errors).
 UNREACHABLE = (
@@ -165,8 +166,17 @@ class EnvironmentCache:
         self.index_url = index_url or None
         self.max_bytes = max_bytes
         self.uv = uv or uv_binary()
+        # Runs (a run uid, at level uid) may pass through the root to their own environment, not
+        # list it; the locks and uv's cache are the agent's alone.
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o711)
+        for private in (LOCKS, UV_CACHE):
+            (self.root / private).mkdir(mode=0o700, exist_ok=True)
+            (self.root / private).chmod(0o700)
         self._evicting = threading.Lock()
+
+    def _lock_file(self, sha256: str, kind: str) -> Path:
+        return self.root / LOCKS / f"{sha256}.{kind}"
 
     @property
     def available(self) -> bool:
@@ -195,14 +205,14 @@ class EnvironmentCache:
         if misfit:
             raise BuildFailed(misfit)
         started = time.monotonic()
-        with open(self.root / f"{spec.sha256}.lock", "a+b") as lock:
+        with open(self._lock_file(spec.sha256, "use"), "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH)  # in use from here on: eviction may not take it
             built = False
             if not self.is_ready(spec.sha256):
-                with open(self.root / f"{spec.sha256}.build", "a+b") as building:
+                with open(self._lock_file(spec.sha256, "build"), "a+b") as building:
                     if not _try_lock(building, fcntl.LOCK_EX):
                         say(f"environment {spec.short}: waiting for another run's build of it")
-                        fcntl.flock(building, fcntl.LOCK_EX)
+                        _wait_for_lock(building, stop)
                     if not self.is_ready(spec.sha256):  # nobody built it meanwhile: ours to build
                         self._build(spec, say, stop)
                         built = True
@@ -233,7 +243,7 @@ class EnvironmentCache:
     def hold(self, sha256: str) -> Iterator[Path | None]:
         """Keep an already built environment from eviction without building anything (a warm
         slot made ahead for it); yields None when it is not built."""
-        with open(self.root / f"{sha256}.lock", "a+b") as lock:
+        with open(self._lock_file(sha256, "use"), "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH)
             yield self.path(sha256) if self.is_ready(sha256) else None
 
@@ -262,6 +272,7 @@ class EnvironmentCache:
             raise
         seconds = time.monotonic() - started
         mark = {"sha256": spec.sha256, "packages": packages, "seconds": round(seconds, 3), "built_at": time.time()}
+        target.chmod(0o755)  # the runs' to read (uv venv makes it so too), never to change
         (target / READY_MARK).write_text(json.dumps(mark))
         say(f"environment {spec.short}: built in {seconds:.1f} s")
 
@@ -312,35 +323,77 @@ class EnvironmentCache:
 
     # -- bounding ------------------------------------------------------------------------------
     def evict(self, keep: str = "") -> list[str]:
-        """Remove the least recently used environments not in use while the whole is past
-        max_bytes; returns the sha256 of those removed."""
+        """Keep the whole (environments and uv's cache, each file counted once: uv hardlinks its
+        cache into the environments) within max_bytes: remove the least recently used
+        environments no run holds, and half-built ones nobody is building; if uv's cache alone
+        still keeps it over, clear the cache (the environments keep their files). Returns the
+        sha256 of the environments removed."""
         if not self.max_bytes:
             return []
         removed: list[str] = []
         with self._evicting:
-            ready = []
+            candidates = []
             for folder in self.root.iterdir():
+                if folder.name.startswith(".") or folder.name == keep or not folder.is_dir():
+                    continue
                 mark = folder / READY_MARK
-                if folder.name != keep and mark.is_file():
-                    ready.append((mark.stat().st_mtime, folder))
-            total = folder_usage(self.root)[0]
-            for _, folder in sorted(ready):
-                if total <= self.max_bytes:
+                candidates.append((mark.stat().st_mtime if mark.is_file() else 0.0, folder))
+            for _, folder in sorted(candidates):  # half-built first (0), then least recently used
+                if disk_usage(self.root) <= self.max_bytes:
                     break
-                with open(self.root / f"{folder.name}.lock", "a+b") as lock:
-                    if not _try_lock(lock, fcntl.LOCK_EX):
-                        continue  # in use by a run or a warm slot
-                    size = folder_usage(folder)[0]
-                    (folder / READY_MARK).unlink()
-                    shutil.rmtree(folder, ignore_errors=True)
-                total -= size
-                removed.append(folder.name)
-            if removed and self.uv is not None:
+                if self._remove_unused(folder):
+                    removed.append(folder.name)
+            if disk_usage(self.root) > self.max_bytes and self.uv is not None:
                 with contextlib.suppress(OSError, BuildFailed):
-                    self._uv([self.uv, "cache", "prune"], lambda message: None)
+                    self._uv([self.uv, "cache", "clean"], lambda message: None)
         if removed:
             log.info("environment cache: evicted %s", ", ".join(sha[:12] for sha in removed))
         return removed
+
+    def _remove_unused(self, folder: Path) -> bool:
+        """Remove an environment no run holds and no build is writing; False if one is."""
+        with (
+            open(self._lock_file(folder.name, "use"), "a+b") as use,
+            open(self._lock_file(folder.name, "build"), "a+b") as build,
+        ):
+            if not (_try_lock(use, fcntl.LOCK_EX) and _try_lock(build, fcntl.LOCK_EX)):
+                return False
+            (folder / READY_MARK).unlink(missing_ok=True)  # not ready from here on, whatever remains
+            shutil.rmtree(folder, ignore_errors=True)
+        return True
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of disk under `root`, each file once however many hard links it has."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_blocks * 512
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(entry.path)
+    return total
+
+
+def _wait_for_lock(lock: Any, stop: Callable[[], str]) -> None:
+    """An exclusive lock, waited for while `stop` says nothing (then BuildStopped)."""
+    while not _try_lock(lock, fcntl.LOCK_EX):
+        reason = stop()
+        if reason:
+            raise BuildStopped(f"stopped while waiting for another run's build: {reason}")
+        time.sleep(STOP_POLL_SECONDS)
 
 
 def _try_lock(lock: Any, kind: int) -> bool:

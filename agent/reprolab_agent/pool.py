@@ -57,6 +57,10 @@ SLOT_READY_SECONDS = 90.0
 PLACEHOLDER = ("/bin/sh", "-c", "echo ready && exec cat")
 
 
+class EnvironmentGone(RuntimeError):
+    """A spare was wanted for an environment that has been evicted since."""
+
+
 @dataclass
 class Slot:
     """A run's sandbox with its run process and kernel; used once."""
@@ -319,6 +323,9 @@ class WarmPool:
             try:
                 slot = self._make_spare(spec) if sha else self.make()
                 self._failures = 0
+            except EnvironmentGone:
+                with self._cond:
+                    self._recent.pop(sha or "", None)  # evicted: normal, no back-off; a run's use adds it back
             except Exception as error:
                 self._failures += 1
                 log.warning("warm pool: could not make a slot (%s)", error)
@@ -335,8 +342,8 @@ class WarmPool:
                         self._ready.append(slot)
                         slot = None
                     self._cond.notify_all()
-            if slot is not None:  # closing meanwhile
-                self.discard(slot)
+            if slot is not None:  # closing meanwhile, or its environment forgotten
+                self._drop(slot)
             if self._failures:
                 time.sleep(min(30.0, 0.5 * 2**self._failures))
 
@@ -348,7 +355,7 @@ class WarmPool:
         try:
             path = hold.enter_context(self.environments.hold(spec.sha256))
             if path is None:
-                raise RuntimeError(f"environment {spec.short} is no longer built here")
+                raise EnvironmentGone(f"environment {spec.short} is no longer built here")
             environment = Environment(spec, path, built=False, seconds=0.0)
             slot = self.make(environment=environment)
         except BaseException:

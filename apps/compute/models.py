@@ -75,6 +75,10 @@ class Run(models.Model):
     environment_lock = models.ForeignKey(
         "environments.EnvironmentLock", on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
     )
+    # The project's (or version's) declaration it was resolved from: its drift check and crate.
+    environment_declaration = models.ForeignKey(
+        "environments.Declaration", on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
+    )
     priority = models.IntegerField(default=0)
     depends_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="dependents")
     timeout_seconds = models.PositiveIntegerField(default=3600)

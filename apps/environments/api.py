@@ -19,7 +19,7 @@ from apps.projects.permissions import CAN_EDIT_PROJECT, get_project_for, require
 
 from . import services
 from .declarations import MAX_DECLARATION_BYTES
-from .serializers import DeclarationSerializer, EnvironmentLockSerializer
+from .serializers import DeclarationSerializer, EnvironmentSerializer
 
 
 class ProjectEnvironmentView(GenericAPIView):
@@ -28,7 +28,7 @@ class ProjectEnvironmentView(GenericAPIView):
     the site resolves it to a lock with uv and answers with the lock. DELETE: runs use the
     node's base environment again."""
 
-    serializer_class = EnvironmentLockSerializer
+    serializer_class = EnvironmentSerializer
     parser_classes = [MultiPartParser, FormParser]
 
     def get(self, request: Request, slug: str) -> Response:
@@ -39,7 +39,7 @@ class ProjectEnvironmentView(GenericAPIView):
 
     @extend_schema(
         request={"multipart/form-data": DeclarationSerializer},
-        responses={200: EnvironmentLockSerializer, **errors(413, 503)},
+        responses={200: EnvironmentSerializer, **errors(413, 503)},
     )
     def put(self, request: Request, slug: str) -> Response:
         project = get_project_for(request.user, slug)
@@ -48,13 +48,13 @@ class ProjectEnvironmentView(GenericAPIView):
         data: dict[str, Any] = validated(DeclarationSerializer, request.data)
         upload = data["file"]
         reject_oversized_file(upload.name, upload.size, MAX_DECLARATION_BYTES)
-        lock = services.declare(upload.name, upload.read(), layered=data["layered"])
-        services.set_project_environment(project=project, lock=lock)
-        return Response(self.get_serializer(lock).data)
+        declaration = services.declare(upload.name, upload.read(), layered=data["layered"])
+        services.set_project_environment(project=project, declaration=declaration)
+        return Response(self.get_serializer(declaration).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, slug: str) -> Response:
         project = get_project_for(request.user, slug)
         require_role(project, CAN_EDIT_PROJECT, "change its environment")
-        services.set_project_environment(project=project, lock=None)
+        services.set_project_environment(project=project, declaration=None)
         return Response(status=status.HTTP_204_NO_CONTENT)

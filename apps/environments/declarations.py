@@ -22,6 +22,7 @@ from .models import DeclarationKind
 
 MAX_DECLARATION_BYTES = 256 * 1024
 MAX_REQUIREMENTS = 500
+MAX_REQUIRES_PYTHON = 100  # the lock keeps it normalised, in a column of 200
 # A requirement line may carry its hashes (a pinned requirements file); nothing else.
 HASH_OPTION = re.compile(r"\s--hash[=\s]\S+")
 
@@ -67,6 +68,8 @@ def read_declaration(filename: str, content: bytes) -> Declaration:
         requirements, requires_python = _requirements_txt(text), ""
     if len(requirements) > MAX_REQUIREMENTS:
         raise ValidationError({"file": f"A declaration may list at most {MAX_REQUIREMENTS} requirements."})
+    if len(requires_python) > MAX_REQUIRES_PYTHON:
+        raise ValidationError({"file": f"requires-python may be at most {MAX_REQUIRES_PYTHON} characters."})
     if requires_python:
         try:
             SpecifierSet(requires_python)
@@ -115,6 +118,8 @@ def _toml(text: str, name: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ValidationError({"file": f"{name} is not valid TOML: {error}."}) from None
+    except RecursionError:  # tables or arrays nested thousands deep
+        raise ValidationError({"file": f"{name} nests too deeply to be a declaration."}) from None
 
 
 def _pyproject(text: str) -> tuple[list[str], str]:

@@ -3,7 +3,9 @@ pyproject.toml, uv.lock), resolved once by the site into a lock of exact version
 
 A lock is immutable and addressed by the sha256 of its text, the very file a node installs from:
 two declarations that resolve to the same packages share one lock, and a node builds one virtual
-environment per lock.
+environment per lock. A declaration (the uploaded file) belongs to the project or version that
+uploaded it and is never shared: a lock holds nothing of any declaration but what it resolved to,
+so projects whose declarations resolve alike learn nothing of each other's files.
 """
 
 from django.db import models
@@ -22,10 +24,6 @@ class EnvironmentLock(models.Model):
     lock = models.TextField()
     # [{"name", "version", "marker"?}] in the lock's order (by name).
     packages = models.JSONField(default=list)
-    # The declaration it was resolved from, as uploaded (a fresh resolve starts from it again).
-    declaration_kind = models.CharField(max_length=16, choices=DeclarationKind.choices)
-    declaration_name = models.CharField(max_length=255)
-    declaration = models.TextField()
     requires_python = models.CharField(max_length=200, blank=True)
     python_version = models.CharField(max_length=16)  # the oldest Python it was resolved for, e.g. "3.11"
     platform = models.CharField(max_length=64)
@@ -55,3 +53,20 @@ class EnvironmentLock(models.Model):
             "requires_python": self.requires_python,
             "packages": len(self.packages),
         }
+
+
+class Declaration(models.Model):
+    """One upload of a declaration (a project's default, or beside a notebook version), with the
+    lock it resolved to then. A fresh resolve makes a new one from the same text."""
+
+    lock = models.ForeignKey(EnvironmentLock, on_delete=models.PROTECT, related_name="declarations")
+    kind = models.CharField(max_length=16, choices=DeclarationKind.choices)
+    name = models.CharField(max_length=255)  # the uploaded file's base name
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.lock}"

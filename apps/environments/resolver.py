@@ -57,6 +57,7 @@ class Resolved:
     lock: str
     sha256: str
     packages: list[dict[str, str]]
+    requires_python: str  # normalised
     python_version: str
     platform: str
     resolver: str
@@ -121,7 +122,8 @@ def parse_pins(lock: str) -> list[dict[str, str]]:
 
 def resolve(declaration: Declaration, *, layered: bool = False) -> Resolved:
     """The lock for `declaration`, or a ValidationError carrying the resolver's message."""
-    python_version = target_python(declaration.requires_python)
+    requires_python = str(SpecifierSet(declaration.requires_python)) if declaration.requires_python else ""
+    python_version = target_python(requires_python)
     platform = settings.REPROLAB_ENVIRONMENT_PLATFORM
     names = {canonicalize_name(Requirement(r).name) for r in declaration.requirements}
     wanted = [*declaration.requirements, *([] if KERNEL_REQUIREMENT in names else [KERNEL_REQUIREMENT])]
@@ -176,11 +178,19 @@ def resolve(declaration: Declaration, *, layered: bool = False) -> Resolved:
         message = done.stderr.strip().replace(str(source), declaration.name)[-MAX_MESSAGE:]
         raise ValidationError({"file": f"The declaration could not be resolved: {message}"})
     body = done.stdout.strip() + "\n"
+    packages = parse_pins(body)
+    if not any(p["name"] == KERNEL_REQUIREMENT and "marker" not in p for p in packages):
+        raise ValidationError(
+            {
+                "file": f"The lock must install {KERNEL_REQUIREMENT} (the node runs the notebook on it) on every node: "
+                "declare it without a marker, or not at all."
+            }
+        )
     lock = (
         lock_header(
             python_version=python_version,
             platform=platform,
-            requires_python=declaration.requires_python,
+            requires_python=requires_python,
             layered=layered,
         )
         + body
@@ -188,7 +198,8 @@ def resolve(declaration: Declaration, *, layered: bool = False) -> Resolved:
     return Resolved(
         lock=lock,
         sha256=hashlib.sha256(lock.encode()).hexdigest(),
-        packages=parse_pins(body),
+        packages=packages,
+        requires_python=requires_python,
         python_version=python_version,
         platform=platform,
         resolver=uv_version(),

@@ -1,11 +1,25 @@
 from rest_framework import serializers
 
-from .models import EnvironmentLock
+from .models import Declaration
 
 
-class EnvironmentLockSerializer(serializers.ModelSerializer):
+class EnvironmentSerializer(serializers.ModelSerializer):
+    """A declaration and its lock, as one environment: what PUT .../environment/ answers."""
+
+    sha256 = serializers.CharField(source="lock.sha256", help_text="The lock's: name it in POST /api/v1/runs/.")
+    packages = serializers.JSONField(source="lock.packages")
+    python_version = serializers.CharField(source="lock.python_version")
+    requires_python = serializers.CharField(source="lock.requires_python")
+    platform = serializers.CharField(source="lock.platform")
+    layered = serializers.BooleanField(source="lock.layered")
+    lock = serializers.CharField(source="lock.lock", help_text="The lock file nodes install from.")
+    resolver = serializers.CharField(source="lock.resolver")
+    declaration_kind = serializers.CharField(source="kind")
+    declaration_name = serializers.CharField(source="name")
+    declaration = serializers.CharField(source="text")
+
     class Meta:
-        model = EnvironmentLock
+        model = Declaration
         fields = [
             "sha256",
             "packages",

@@ -8,15 +8,16 @@ from django.db.models import Q
 
 from apps.projects.models import NotebookVersion, Project
 
-from .declarations import Declaration, read_declaration
-from .models import EnvironmentLock
+from .declarations import Declaration as Declared
+from .declarations import read_declaration
+from .models import Declaration, EnvironmentLock
 from .resolver import resolve
 
 
-def lock_for(declaration: Declaration, *, layered: bool = False) -> EnvironmentLock:
-    """The lock `declaration` resolves to now: an existing row when the same packages were
-    resolved before (locks are content-addressed), else a new one."""
-    resolved = resolve(declaration, layered=layered)
+def lock_for(declared: Declared, *, layered: bool = False) -> EnvironmentLock:
+    """The lock `declared` resolves to now: an existing row when the same packages were resolved
+    before (locks are content-addressed), else a new one."""
+    resolved = resolve(declared, layered=layered)
     existing = EnvironmentLock.objects.filter(sha256=resolved.sha256).first()
     if existing is not None:
         return existing
@@ -26,10 +27,7 @@ def lock_for(declaration: Declaration, *, layered: bool = False) -> EnvironmentL
                 sha256=resolved.sha256,
                 lock=resolved.lock,
                 packages=resolved.packages,
-                declaration_kind=declaration.kind,
-                declaration_name=declaration.name,
-                declaration=declaration.text,
-                requires_python=declaration.requires_python,
+                requires_python=resolved.requires_python,
                 python_version=resolved.python_version,
                 platform=resolved.platform,
                 layered=layered,
@@ -39,35 +37,42 @@ def lock_for(declaration: Declaration, *, layered: bool = False) -> EnvironmentL
         return EnvironmentLock.objects.get(sha256=resolved.sha256)
 
 
-def declare(filename: str, content: bytes, *, layered: bool = False) -> EnvironmentLock:
-    return lock_for(read_declaration(filename, content), layered=layered)
+def declare(filename: str, content: bytes, *, layered: bool = False) -> Declaration:
+    """A new declaration (the uploader's own row) and the lock it resolves to."""
+    declared = read_declaration(filename, content)
+    lock = lock_for(declared, layered=layered)
+    return Declaration.objects.create(lock=lock, kind=declared.kind, name=declared.name, text=declared.text)
 
 
-def set_project_environment(*, project: Project, lock: EnvironmentLock | None) -> None:
-    Project.objects.filter(pk=project.pk).update(environment=lock)
-    project.environment = lock
+def set_project_environment(*, project: Project, declaration: Declaration | None) -> None:
+    Project.objects.filter(pk=project.pk).update(environment=declaration)
+    project.environment = declaration
 
 
-def fresh_resolve(lock: EnvironmentLock) -> EnvironmentLock:
-    """The lock the same declaration resolves to today (a drift check: new releases since)."""
-    return lock_for(read_declaration(lock.declaration_name, lock.declaration.encode()), layered=lock.layered)
+def fresh_resolve(declaration: Declaration) -> Declaration:
+    """The same declaration resolved today (a drift check: new releases since), as a new row."""
+    return declare(declaration.name, declaration.text.encode(), layered=declaration.lock.layered)
 
 
 def known_to(project: Project) -> Q:
-    """Locks a run of `project` may name: its default, its versions' and its runs' locks."""
+    """Declarations a run of `project` may name by their lock: its default, its versions' and
+    its runs' (never another project's)."""
     return Q(projects=project) | Q(notebook_versions__notebook__project=project) | Q(runs__project=project)
 
 
-def environment_for_run(
-    *, project: Project, notebook_version: NotebookVersion, sha256: str | None = None
-) -> EnvironmentLock | None:
-    """The lock a run uses: the one it names, else its notebook version's own, else the
-    project's default, else none (the node's base environment)."""
+def environment_for_run(*, project: Project, notebook_version: NotebookVersion, sha256: str = "") -> Declaration | None:
+    """The declaration a run uses: the one of this project whose lock it names, else its notebook
+    version's own, else the project's default, else none (the node's base environment)."""
     if sha256:
-        lock = EnvironmentLock.objects.filter(known_to(project), sha256=sha256.strip().lower()).distinct().first()
-        if lock is None:
+        declaration = (
+            Declaration.objects.filter(known_to(project), lock__sha256=sha256.strip().lower())
+            .select_related("lock")
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if declaration is None:
             raise ValidationError(
                 {"environment": f"No environment {sha256[:64]!r} belongs to this project (give a lock's sha256)."}
             )
-        return lock
+        return declaration
     return notebook_version.environment or project.environment

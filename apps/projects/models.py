@@ -42,7 +42,7 @@ class Project(models.Model):
     # The default environment of its runs (PUT /api/v1/projects/{slug}/environment/); None: the
     # node's base environment.
     environment = models.ForeignKey(
-        "environments.EnvironmentLock", on_delete=models.PROTECT, null=True, blank=True, related_name="projects"
+        "environments.Declaration", on_delete=models.PROTECT, null=True, blank=True, related_name="projects"
     )
 
     objects = ProjectQuerySet.as_manager()
@@ -111,7 +111,7 @@ class NotebookVersion(models.Model):
     message = models.CharField(max_length=500, blank=True)
     # Declared beside this version; wins over the project's default.
     environment = models.ForeignKey(
-        "environments.EnvironmentLock",
+        "environments.Declaration",
         on_delete=models.PROTECT,
         null=True,
         blank=True,

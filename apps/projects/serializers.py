@@ -41,7 +41,7 @@ class MembershipUpdateSerializer(serializers.Serializer):
 class NotebookVersionSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True)
     environment = serializers.CharField(
-        source="environment.sha256",
+        source="environment.lock.sha256",
         read_only=True,
         allow_null=True,
         help_text="The sha256 of the lock declared beside this version (GET the project's environment for its own).",

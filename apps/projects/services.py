@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 
 from apps.accounts.models import User
 from apps.core.hashing import store_blob
-from apps.environments.models import EnvironmentLock
+from apps.environments.models import Declaration
 
 from . import tasks
 from .events import broadcast_project_event
@@ -116,7 +116,7 @@ def notebook_upload(
     content: IO[bytes],
     uploader: User | None,
     message: str = "",
-    environment: EnvironmentLock | None = None,
+    environment: Declaration | None = None,
 ) -> NotebookUpload:
     """A new version of the notebook at `path`, unless its content and declared environment
     (`environment`, resolved beside it; it wins over the project's) are the latest version's."""

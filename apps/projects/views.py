@@ -16,13 +16,14 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import APIException
 
 from apps.accounts.models import User
 from apps.accounts.request_user import authenticated_user
 from apps.core.inputs import MAX_NUMBER, int_or_404
 from apps.core.uploads import blob_response, human_size
 from apps.environments.declarations import MAX_DECLARATION_BYTES
-from apps.environments.models import EnvironmentLock
+from apps.environments.models import Declaration
 from apps.environments.services import declare, set_project_environment
 
 from . import services
@@ -123,6 +124,8 @@ def notebook_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 )
             except ValidationError as error:
                 _attach_errors(form, error)
+            except APIException as error:  # resolving the declaration beside it: 503
+                return _resolver_unavailable(request, project, form, error)
             else:
                 if result.created:
                     messages.success(request, f"{result.notebook.path}: version {result.version.number} uploaded.")
@@ -132,10 +135,17 @@ def notebook_upload(request: HttpRequest, slug: str) -> HttpResponse:
     return _render_form_errors(request, project, form, "Upload failed")
 
 
-def declare_upload(upload: UploadedFile) -> EnvironmentLock:
+def declare_upload(upload: UploadedFile) -> Declaration:
     if upload.size and upload.size > MAX_DECLARATION_BYTES:
         raise ValidationError({"environment": f"A declaration may be at most {MAX_DECLARATION_BYTES // 1024} KiB."})
     return declare(upload.name or "requirements.txt", upload.read())
+
+
+def _resolver_unavailable(request: HttpRequest, project: Project, form: Form, error: APIException) -> HttpResponse:
+    form.add_error(None, str(error.detail))
+    response = _render_form_errors(request, project, form, "The resolver is unavailable")
+    response.status_code = error.status_code
+    return response
 
 
 @login_required
@@ -150,11 +160,16 @@ def project_environment(request: HttpRequest, slug: str) -> HttpResponse:
             upload = form.cleaned_data["file"]
             if upload.size and upload.size > MAX_DECLARATION_BYTES:
                 raise ValidationError({"file": f"A declaration may be at most {MAX_DECLARATION_BYTES // 1024} KiB."})
-            lock = declare(upload.name or "requirements.txt", upload.read(), layered=form.cleaned_data["layered"])
+            declaration = declare(
+                upload.name or "requirements.txt", upload.read(), layered=form.cleaned_data["layered"]
+            )
         except ValidationError as error:
             _attach_errors(form, error)
+        except APIException as error:  # the resolver timed out or could not start: 503
+            return _resolver_unavailable(request, project, form, error)
         else:
-            set_project_environment(project=project, lock=lock)
+            set_project_environment(project=project, declaration=declaration)
+            lock = declaration.lock
             messages.success(request, f"Environment {lock.short} declared: {len(lock.packages)} packages, locked.")
             return redirect("projects:detail", slug=project.slug)
     return _render_form_errors(request, project, form, "Declaring the environment failed")

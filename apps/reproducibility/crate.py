@@ -29,7 +29,7 @@ from rocrate.rocrate import ROCrate
 
 from apps.compute.models import Run, RunState
 from apps.compute.selectors import final_artifacts
-from apps.environments.models import DeclarationKind, EnvironmentLock
+from apps.environments.models import Declaration, DeclarationKind, EnvironmentLock
 
 from .models import EnvironmentSnapshot
 
@@ -98,11 +98,11 @@ def _add_text_file(crate: ROCrate, work: Path, text: str, *, dest_path: str, pro
     )
 
 
-def _declaration_path(lock: EnvironmentLock) -> str:
+def _declaration_path(declaration: Declaration) -> str:
     """Where the declaration goes: its uploaded file name, reduced to a safe base name (it became
     part of a URI path), and never the lock's own name."""
-    name = UNSAFE_NAME_CHARACTERS.sub("_", lock.declaration_name.rsplit("/", 1)[-1]).strip("._")
-    name = name or DEFAULT_DECLARATION_NAMES.get(lock.declaration_kind, "declaration.txt")
+    name = UNSAFE_NAME_CHARACTERS.sub("_", declaration.name.rsplit("/", 1)[-1]).strip("._")
+    name = name or DEFAULT_DECLARATION_NAMES.get(declaration.kind, "declaration.txt")
     path = f"environment/{name}"
     return f"environment/declared-{name}" if path == LOCK_PATH else path
 
@@ -121,22 +121,24 @@ def _lock_description(lock: EnvironmentLock) -> str:
     )
 
 
-def _add_environment_lock(crate: ROCrate, work: Path, lock: EnvironmentLock) -> Any:
-    """The lock file and the declaration it was resolved from; returns the lock's entity, an input
-    of the run. The declaration is not: the run never read it (the site's resolver did), so it is
-    linked from the lock (`isBasedOn`) rather than from the action."""
-    declaration = _add_text_file(
-        crate,
-        work,
-        lock.declaration,
-        dest_path=_declaration_path(lock),
-        properties={
-            "name": f"Declared environment ({lock.declaration_name})",
-            "description": f"The environment as declared ({lock.get_declaration_kind_display()}), "
-            f"which the site resolved into the lock {lock.sha256}.",
-            "encodingFormat": DECLARATION_FORMATS.get(lock.declaration_kind, "text/plain"),
-        },
-    )
+def _add_environment_lock(crate: ROCrate, work: Path, lock: EnvironmentLock, declared: Declaration | None) -> Any:
+    """The lock file and the run's project's declaration it was resolved from; returns the lock's
+    entity, an input of the run. The declaration is not: the run never read it (the site's
+    resolver did), so it is linked from the lock (`isBasedOn`) rather than from the action."""
+    based_on = {}
+    if declared is not None:
+        based_on["isBasedOn"] = _add_text_file(
+            crate,
+            work,
+            declared.text,
+            dest_path=_declaration_path(declared),
+            properties={
+                "name": f"Declared environment ({declared.name})",
+                "description": f"The environment as declared ({declared.get_kind_display()}), "
+                f"which the site resolved into the lock {lock.sha256}.",
+                "encodingFormat": DECLARATION_FORMATS.get(declared.kind, "text/plain"),
+            },
+        )
     return _add_text_file(
         crate,
         work,
@@ -146,7 +148,7 @@ def _add_environment_lock(crate: ROCrate, work: Path, lock: EnvironmentLock) -> 
             "name": f"Environment lock {lock.short}",
             "description": _lock_description(lock),
             "encodingFormat": "text/plain",
-            "isBasedOn": declaration,
+            **based_on,
         },
     )
 
@@ -214,7 +216,7 @@ def build_run_crate(run: Run, destination: Path, *, base_url: str) -> Path:
                 )
             )
         if run.environment_lock is not None:
-            inputs.append(_add_environment_lock(crate, work, run.environment_lock))
+            inputs.append(_add_environment_lock(crate, work, run.environment_lock, run.environment_declaration))
         for dataset_version in run.input_datasets.select_related("dataset").prefetch_related("files"):
             for data_file in dataset_version.files.all():
                 name = dataset_version.dataset.name

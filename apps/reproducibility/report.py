@@ -49,7 +49,7 @@ def _unpinned(code: str) -> list[str]:
     return found
 
 
-def _lock_facts(lock: EnvironmentLock, declared: dict[str, Any]) -> dict[str, Any]:
+def _lock_facts(lock: EnvironmentLock, declared: dict[str, Any], declaration_name: str) -> dict[str, Any]:
     """The lock, and what the snapshot's `environment` part says of it. `matches_lock` is None when
     the snapshot does not say (an agent that predates declared environments, or no snapshot)."""
     same_lock = declared.get("declared") is True and declared.get("sha256") == lock.sha256
@@ -59,7 +59,7 @@ def _lock_facts(lock: EnvironmentLock, declared: dict[str, Any]) -> dict[str, An
         "packages": len(lock.packages),
         "python": lock.python_version,
         "platform": lock.platform,
-        "declaration": lock.declaration_name,
+        "declaration": declaration_name,
         "layered": lock.layered,
         "resolver": lock.resolver,
         "matches_lock": declared.get("matches_lock") if same_lock else None,
@@ -175,7 +175,8 @@ def build_report(run: Run) -> dict[str, Any]:
     code = _notebook_code(run)
     node = f"node {run.node.name}" if run.node else "the node"
     declared = run.environment_lock
-    lock = _lock_facts(declared, environment.get("environment") or {}) if declared else None
+    name = run.environment_declaration.name if run.environment_declaration else "its declaration"
+    lock = _lock_facts(declared, environment.get("environment") or {}, name) if declared else None
     locked_names = {_canonical(p.get("name", "")) for p in declared.packages} if declared else set()
 
     checklist = [

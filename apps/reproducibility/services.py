@@ -65,13 +65,13 @@ def reproduction_start(
     if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
         raise ValidationError({"rtol": "Tolerances are finite numbers, zero or more."})
     requirements = clean_requirements(requirements if requirements is not None else original.requirements)
-    lock = original.environment_lock
+    declaration = original.environment_declaration
     if fresh_environment:
-        if lock is None:
+        if declaration is None:
             raise ValidationError(
                 {"fresh_environment": "The original run declared no environment: there is nothing to resolve afresh."}
             )
-        lock = environments.fresh_resolve(lock)
+        declaration = environments.fresh_resolve(declaration)
     with transaction.atomic():
         reproduction = Reproduction.objects.create(
             original=original,
@@ -102,8 +102,8 @@ def reproduction_start(
                 reference_tolerance={"rtol": rtol, "atol": atol},
                 creator_hidden=hide_creator,
                 independent=independent,
-                environment_lock=lock,
-                base_environment=lock is None,
+                environment_declaration=declaration,
+                base_environment=declaration is None,
             )
             for _ in range(repeats)
         ]

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import APIException
 
 from apps.accounts.request_user import authenticated_user
 from apps.compute.models import Run
@@ -58,6 +59,8 @@ def reproduce(request: HttpRequest, run_id: int) -> HttpResponse:
         )
     except ValidationError as error:
         return HttpResponse(" ".join(error.messages), status=400, content_type="text/plain")
+    except APIException as error:  # a fresh resolve found the resolver unavailable
+        return HttpResponse(str(error.detail), status=error.status_code, content_type="text/plain")
     return redirect("reproducibility:reproduction", reproduction_id=reproduction.pk)
 
 

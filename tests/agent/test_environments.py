@@ -2,7 +2,9 @@
 (tests/package_index.py), shared by concurrent users, bounded, and run on the environment's own
 kernel inside the sandbox, with a spare slot kept warm for an environment in use."""
 
+import fcntl
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -181,3 +183,31 @@ def test_a_layered_environment_sees_the_base_packages_a_closed_one_does_not(
             assert described["matches_lock"] is True
             assert ("base_packages" in described) is layered
     assert seen == {False: "False", True: "True"}  # pip lives in the base interpreter only
+
+
+def test_a_run_waiting_for_another_build_can_be_stopped(locks, package_index_url, tmp_path):  # noqa: F811
+    spec = locks("cachetools\n")
+    cache = EnvironmentCache(tmp_path / "environments", index_url=package_index_url)
+    cancelled = threading.Event()
+    with open(cache._lock_file(spec.sha256, "build"), "a+b") as someone_building:
+        fcntl.flock(someone_building, fcntl.LOCK_EX)
+        said: list[str] = []
+
+        def say(message: str) -> None:
+            said.append(message)
+            if "waiting for another run's build" in message:
+                cancelled.set()
+
+        with (
+            pytest.raises(BuildStopped, match="while waiting"),
+            cache.use(spec, say, stop=lambda: "cancelled" if cancelled.is_set() else ""),
+        ):
+            pass
+    assert not cache.is_ready(spec.sha256)
+
+
+def test_the_environments_folder_is_passable_but_its_locks_and_cache_are_the_agents(tmp_path):
+    cache = EnvironmentCache(tmp_path / "environments")
+    assert stat.S_IMODE(cache.root.stat().st_mode) == 0o711
+    assert stat.S_IMODE((cache.root / ".locks").stat().st_mode) == 0o700
+    assert stat.S_IMODE((cache.root / ".uv-cache").stat().st_mode) == 0o700

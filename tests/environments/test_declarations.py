@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.compute.models import Run
 from apps.environments.models import EnvironmentLock
 from apps.projects.models import Project
-from tests.factories import notebook_file, upload_notebook
+from tests.factories import make_project, make_user, notebook_file, upload_notebook
 
 URL = "/api/v1/projects/{}/environment/"
 
@@ -170,4 +170,37 @@ def test_a_fresh_resolve_of_an_unchanged_index_is_the_same_lock(client_for, team
     lock = EnvironmentLock.objects.get(sha256=sha)
     assert lock.layered is True
     assert "# layered: yes" in lock.lock  # part of what its sha256 names
-    assert fresh_resolve(lock) == lock
+    declaration = private_project.__class__.objects.get(pk=private_project.pk).environment
+    assert declaration is not None
+    fresh = fresh_resolve(declaration)
+    assert fresh.lock == lock
+    assert fresh.pk != declaration.pk  # a new row: the project's own
+
+
+def test_a_declaration_is_its_projects_own_even_when_another_resolves_to_the_same_lock(
+    client_for, team, private_project, public_project, index
+):
+    secret = "# internal mirror: token-abc123\ntoolz\n"
+    theirs = put(client_for(team["owner"]), private_project, secret).json()
+    stranger = make_user("stranger")
+    own = make_project(stranger, slug="strangers")
+    mine = put(client_for(stranger), own, "toolz\n").json()
+    assert mine["sha256"] == theirs["sha256"]  # one lock: the same packages
+    assert mine["declaration"] == "toolz\n"
+    assert "token-abc123" not in str(client_for(stranger).get(URL.format(own.slug)).json())
+    assert client_for(stranger).get(URL.format(private_project.slug)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("pyproject.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),
+        ("uv.lock", "a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n", "nests too deeply"),
+        ("pyproject.toml", '[project]\nrequires-python = "' + ">=3.8," * 40 + '"\ndependencies = []\n', "at most 100"),
+        ("requirements.txt", "ipykernel; python_version < '3'\n", "must install ipykernel"),
+    ],
+)
+def test_odd_declarations_are_a_400_not_a_500(client_for, team, private_project, index, name, text, message):
+    response = put(client_for(team["owner"]), private_project, text, name=name)
+    assert response.status_code == 400, response.content
+    assert message in str(response.json())

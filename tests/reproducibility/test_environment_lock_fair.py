@@ -16,7 +16,7 @@ from rocrate_validator.models import Severity
 
 from apps.compute import services as compute
 from apps.compute.models import Run
-from apps.environments.models import EnvironmentLock
+from apps.environments.models import Declaration, EnvironmentLock
 from apps.reproducibility import tasks
 from apps.reproducibility.models import RunReport
 from apps.reproducibility.services import environment_record
@@ -42,9 +42,6 @@ def make_lock(*, text: str = LOCK, layered: bool = False) -> EnvironmentLock:
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         lock=text,
         packages=[{"name": "tabulate", "version": "0.9.0"}],
-        declaration_kind="requirements",
-        declaration_name="requirements.txt",
-        declaration="tabulate\n",
         python_version="3.11",
         platform="linux",
         layered=layered,
@@ -79,8 +76,17 @@ def finished_run(slug: str, lock: EnvironmentLock | None, source: str = SOURCE, 
     project.license = "MIT"
     project.save()
     version = upload_notebook(project, owner, source=source).version
+    declaration = (
+        Declaration.objects.create(lock=lock, kind="requirements", name="requirements.txt", text="tabulate\n")
+        if lock is not None
+        else None
+    )
     run = compute.run_submit(
-        project=project, user=owner, notebook_version=version, environment_lock=lock, base_environment=lock is None
+        project=project,
+        user=owner,
+        notebook_version=version,
+        environment_declaration=declaration,
+        base_environment=lock is None,
     )
     node = compute.node_register(owner=owner, name=f"{slug}-node").node
     compute.node_seen(node=node, capabilities={"environments": True, "python_version": "3.11.7"})

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from apps.accounts.models import User
 from apps.compute.models import Run
-from apps.environments.models import EnvironmentLock
+from apps.environments.models import Declaration, EnvironmentLock
 from apps.environments.services import set_project_environment
 from apps.reproducibility.services import compare_locks, reproduction_start
 
@@ -27,26 +27,27 @@ def other_lock(version: str) -> EnvironmentLock:
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         lock=text,
         packages=[{"name": "tabulate", "version": version}, {"name": "wcwidth", "version": "0.2"}],
-        declaration_kind="requirements",
-        declaration_name="requirements.txt",
-        declaration="tabulate\n",
         python_version="3.11",
         platform="linux",
         resolver="uv test",
     )
 
 
+def declared(lock: EnvironmentLock) -> Declaration:
+    return Declaration.objects.create(lock=lock, kind="requirements", name="requirements.txt", text="tabulate\n")
+
+
 def test_reruns_take_the_originals_lock(db):
     lock = make_lock()
     original = finished_run("locked", lock)
-    set_project_environment(project=original.project, lock=other_lock("0.10.0"))  # declared since
+    set_project_environment(project=original.project, declaration=declared(other_lock("0.10.0")))  # declared since
     reproduction = reproduction_start(original=original, user=owner_of(original), repeats=2)
     assert {r.environment_lock_id for r in reproduction.reruns.all()} == {lock.pk}
 
 
 def test_a_base_environment_run_is_rerun_on_the_base_even_once_the_project_declares_one(db):
     original = finished_run("bare", None)
-    set_project_environment(project=original.project, lock=other_lock("0.10.0"))
+    set_project_environment(project=original.project, declaration=declared(other_lock("0.10.0")))
     reproduction = reproduction_start(original=original, user=owner_of(original))
     assert reproduction.reruns.get().environment_lock is None
     with pytest.raises(ValidationError, match="declared no environment"):

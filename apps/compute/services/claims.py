@@ -55,7 +55,7 @@ def run_claim(*, node: Node, limit: int = 200) -> Claim | None:
             runs = list(
                 _eligible_runs(node)
                 .select_related("environment_lock")  # its Python, for the plan; not its texts
-                .defer("environment_lock__lock", "environment_lock__declaration", "environment_lock__packages")
+                .defer("environment_lock__lock", "environment_lock__packages")
                 .order_by("-priority", "queued_at", "id")[:limit]
             )
             if not runs:

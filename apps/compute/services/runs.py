@@ -13,7 +13,7 @@ from django.utils import timezone
 from reprolab_agent import protocol
 
 from apps.accounts.models import User
-from apps.environments.models import EnvironmentLock
+from apps.environments.models import Declaration
 from apps.environments.services import environment_for_run
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 
@@ -79,20 +79,23 @@ def run_submit(
     creator_hidden: bool = False,
     independent: bool = False,
     environment: str = "",
-    environment_lock: EnvironmentLock | None = None,
+    environment_declaration: Declaration | None = None,
     base_environment: bool = False,
 ) -> Run:
     """Queue a run. `requirements` is what the submitter sent (see apps/compute/requirements.py).
 
-    Its environment: `environment_lock` when a caller chose one (a reproduction's), none with
-    `base_environment`, else the lock whose sha256 the submitter named in `environment`, else the
-    notebook version's or the project's declared one (apps.environments.services)."""
+    Its environment: `environment_declaration` when a caller chose one (a reproduction's), none
+    with `base_environment`, else this project's declaration whose lock sha256 the submitter named
+    in `environment`, else the notebook version's or the project's (apps.environments.services)."""
     _check_same_project(project, notebook_version, dataset_versions, depends_on, reference_run)
     _check_input_paths(dataset_versions)
-    if environment_lock is None and not base_environment:
-        environment_lock = environment_for_run(project=project, notebook_version=notebook_version, sha256=environment)
+    if environment_declaration is None and not base_environment:
+        environment_declaration = environment_for_run(
+            project=project, notebook_version=notebook_version, sha256=environment
+        )
     run = Run(
-        environment_lock=environment_lock,
+        environment_declaration=environment_declaration,
+        environment_lock=environment_declaration.lock if environment_declaration else None,
         project=project,
         notebook_version=notebook_version,
         parameters=validate_parameters(parameters, notebook_version.parameters),
