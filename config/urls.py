@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/v1/", include("apps.reproducibility.api_urls")),
     path("api/v1/", include("apps.review.api_urls")),
     path("api/v1/", include("apps.environments.api_urls")),
+    path("api/v1/", include("apps.courses.api_urls")),
     # The node agent as a wheel, so `pip install <site>/agent/<wheel>` needs no package index.
     path("agent/", agent_dist.agent_index, name="agent-index"),
     path("agent/<str:filename>", agent_dist.agent_wheel, name="agent-wheel"),

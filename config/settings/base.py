@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "apps.reproducibility",
     "apps.review",
     "apps.environments",
+    "apps.courses",
 ]
 
 MIDDLEWARE = [

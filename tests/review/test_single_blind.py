@@ -374,6 +374,14 @@ POST_PROBES: list[Probe] = [
 # Every other URL of the site, and why it cannot mention a review or its reviewer.
 NOT_REVIEW_SURFACES: dict[str, str] = {
     "healthz": "a liveness probe: 'ok'",
+    "api-course-list": "courses: no project, run or review in them (yet)",
+    "api-course-join": "courses",
+    "api-course-detail": "courses",
+    "api-course-members": "courses",
+    "api-course-member-detail": "courses",
+    "api-course-roster": "courses",
+    "api-course-invites": "courses",
+    "api-course-invite-detail": "courses",
     "api-project-environment": "the project's declared packages: no run, node or reviewer in it",
     "projects:environment": "declaring the project's environment (a POST for its editors)",
     "api-schema": "the OpenAPI schema: no data",

@@ -1,0 +1,178 @@
+"""`/api/v1/courses/`: courses, their members, roster imports and invite links. A course is
+404 to anyone who is not a member (apps.courses.access)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.request_user import authenticated_user
+from apps.core.api import validated
+from apps.core.parsers import BoundedJSONParser
+from apps.core.schema import errors
+from apps.core.uploads import reject_oversized_body, reject_oversized_file
+
+from . import services
+from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
+from .models import STAFF_ROLES, Course, CourseInvite, CourseMembership
+from .serializers import (
+    CourseMemberSerializer,
+    CourseSerializer,
+    InviteSerializer,
+    JoinSerializer,
+    MemberWriteSerializer,
+    RosterSerializer,
+)
+
+
+class CourseListView(GenericAPIView):
+    """GET: the courses you are a member of. POST `slug`, `title`: a new course, you its instructor."""
+
+    serializer_class = CourseSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self) -> QuerySet[Course]:
+        return courses_of(self.request.user)
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=CourseSerializer, responses={201: CourseSerializer})
+    def post(self, request: Request) -> Response:
+        data = validated(CourseSerializer, request.data)
+        course = services.course_create(creator=authenticated_user(request), slug=data["slug"], title=data["title"])
+        return Response(self.get_serializer(course_for(request.user, course.slug)).data, status=status.HTTP_201_CREATED)
+
+
+class CourseDetailView(GenericAPIView):
+    serializer_class = CourseSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request, slug: str) -> Response:
+        return Response(self.get_serializer(course_for(request.user, slug)).data)
+
+
+class CourseMembersView(GenericAPIView):
+    """GET: the members (a student sees the teaching staff and themselves, never other students).
+    POST `username`, `role` (instructor, ta, student): add a member or change their role."""
+
+    serializer_class = CourseMemberSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+
+    def get_queryset(self) -> QuerySet[CourseMembership]:
+        course = course_for(self.request.user, self.kwargs["slug"])
+        members = course.memberships.select_related("user").order_by("role", "user__username")
+        if role_in(course) in STAFF_ROLES:
+            return members
+        return members.filter(Q(role__in=STAFF_ROLES) | Q(user=self.request.user))
+
+    def get(self, request: Request, slug: str) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=MemberWriteSerializer, responses={201: CourseMemberSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        course = course_for(request.user, slug)
+        require_course_role(course, CAN_MANAGE, "manage its members")
+        data = validated(MemberWriteSerializer, request.data)
+        membership = services.member_set(course=course, username=data["username"], role=data["role"])
+        return Response(self.get_serializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class CourseMemberDetailView(GenericAPIView):
+    serializer_class = CourseMemberSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, slug: str, username: str) -> Response:
+        course = course_for(request.user, slug)
+        require_course_role(course, CAN_MANAGE, "remove members")
+        services.member_remove(course=course, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RosterView(GenericAPIView):
+    """POST a multipart `file` (CSV: username or e-mail, name) to enrol its students; answers
+    which rows were added, were members already, or failed and why."""
+
+    serializer_class = RosterSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": RosterSerializer}, responses={200: None, **errors(413)})
+    def post(self, request: Request, slug: str) -> Response:
+        course = course_for(request.user, slug)
+        require_course_role(course, CAN_MANAGE, "import a roster")
+        reject_oversized_body(request, services.MAX_ROSTER_BYTES)
+        upload = validated(RosterSerializer, request.data)["file"]
+        reject_oversized_file(upload.name, upload.size, services.MAX_ROSTER_BYTES)
+        return Response(services.roster_import(course=course, content=upload.read()).as_json())
+
+
+class InvitesView(GenericAPIView):
+    """GET: the course's invite links (instructors). POST: a new one; its token and join URL are
+    shown in this answer only."""
+
+    serializer_class = InviteSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self) -> QuerySet[CourseInvite]:
+        course = course_for(self.request.user, self.kwargs["slug"])
+        require_course_role(course, CAN_MANAGE, "see its invite links")
+        return course.invites.all()
+
+    def get(self, request: Request, slug: str) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={201: InviteSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        course = course_for(request.user, slug)
+        require_course_role(course, CAN_MANAGE, "make invite links")
+        made = services.invite_create(course=course, creator=authenticated_user(request))
+        body: dict[str, Any] = dict(self.get_serializer(made.invite).data)
+        body["token"] = made.token
+        body["join_url"] = request.build_absolute_uri(reverse("api-course-join"))
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class InviteDetailView(GenericAPIView):
+    serializer_class = InviteSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, slug: str, invite_id: int) -> Response:
+        """Revoke the link: nobody joins through it any more (those who did stay members)."""
+        course = course_for(request.user, slug)
+        require_course_role(course, CAN_MANAGE, "revoke invite links")
+        services.invite_revoke(invite=get_object_or_404(CourseInvite, pk=invite_id, course=course))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JoinView(GenericAPIView):
+    """POST `token` (from an invite link): join its course as a student."""
+
+    serializer_class = JoinSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=JoinSerializer, responses={200: CourseSerializer})
+    def post(self, request: Request) -> Response:
+        token = validated(JoinSerializer, request.data)["token"]
+        try:
+            course = services.join(user=authenticated_user(request), token=token)
+        except LookupError as error:
+            raise Http404(str(error)) from None
+        return Response(CourseSerializer(course_for(request.user, course.slug)).data)

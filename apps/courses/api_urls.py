@@ -1,0 +1,25 @@
+from django.urls import path
+
+from .api import (
+    CourseDetailView,
+    CourseListView,
+    CourseMemberDetailView,
+    CourseMembersView,
+    InviteDetailView,
+    InvitesView,
+    JoinView,
+    RosterView,
+)
+
+C = "courses/<slug:slug>"
+
+urlpatterns = [
+    path("courses/", CourseListView.as_view(), name="api-course-list"),
+    path("courses/-/join/", JoinView.as_view(), name="api-course-join"),
+    path(f"{C}/", CourseDetailView.as_view(), name="api-course-detail"),
+    path(f"{C}/members/", CourseMembersView.as_view(), name="api-course-members"),
+    path(f"{C}/members/<str:username>/", CourseMemberDetailView.as_view(), name="api-course-member-detail"),
+    path(f"{C}/roster/", RosterView.as_view(), name="api-course-roster"),
+    path(f"{C}/invites/", InvitesView.as_view(), name="api-course-invites"),
+    path(f"{C}/invites/<id:invite_id>/", InviteDetailView.as_view(), name="api-course-invite-detail"),
+]
