@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -21,12 +23,15 @@ from apps.accounts.request_user import authenticated_user
 from apps.core.api import validated
 from apps.core.parsers import BoundedJSONParser
 from apps.core.schema import errors
-from apps.core.uploads import reject_oversized_body, reject_oversized_file
+from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
-from . import services
+from . import assignments, services
 from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
-from .models import STAFF_ROLES, Course, CourseInvite, CourseMembership
+from .assignments import MAX_ASSIGNMENT_BYTES
+from .models import STAFF_ROLES, Assignment, Course, CourseInvite, CourseMembership
 from .serializers import (
+    AssignmentCreateSerializer,
+    AssignmentSerializer,
     CourseMemberSerializer,
     CourseSerializer,
     InviteSerializer,
@@ -176,3 +181,94 @@ class JoinView(GenericAPIView):
         except LookupError as error:
             raise Http404(str(error)) from None
         return Response(CourseSerializer(course_for(request.user, course.slug)).data)
+
+
+class AssignmentsView(GenericAPIView):
+    """GET: the course's assignments (students: the released ones). POST (instructors), multipart:
+    `name`, `files` (source notebooks in nbgrader's format and data files), `due_at`, the late
+    policy, `max_submissions`, `results_visibility`."""
+
+    serializer_class = AssignmentSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self) -> QuerySet[Assignment]:
+        course = course_for(self.request.user, self.kwargs["slug"])
+        assignments = course.assignments.prefetch_related("files")
+        return assignments if role_in(course) in STAFF_ROLES else assignments.filter(released_at__isnull=False)
+
+    def get(self, request: Request, slug: str) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request={"multipart/form-data": AssignmentCreateSerializer}, responses={201: AssignmentSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        course = course_for(request.user, slug)
+        require_course_role(course, CAN_MANAGE, "create assignments")
+        reject_oversized_body(request, MAX_ASSIGNMENT_BYTES)
+        data = dict(request.data.lists()) if hasattr(request.data, "lists") else dict(request.data)
+        fields = {
+            key: (value[0] if key != "files" and isinstance(value, list) else value) for key, value in data.items()
+        }
+        options = validated(AssignmentCreateSerializer, fields)
+        uploads = options.pop("files")
+        for upload in uploads:
+            reject_oversized_file(upload.name, upload.size, settings.REPROLAB_NOTEBOOK_MAX_BYTES)
+        assignment = assignments.assignment_create(
+            course=course,
+            creator=authenticated_user(request),
+            name=options.pop("name"),
+            files=[assignments.Incoming(path=u.name, content=u) for u in uploads],
+            **options,
+        )
+        return Response(self.get_serializer(assignment).data, status=status.HTTP_201_CREATED)
+
+
+def _assignment(request: Request, slug: str, name: str) -> tuple[Course, Assignment]:
+    """The assignment as the requester may see it: a student sees it once released (404 before)."""
+    course = course_for(request.user, slug)
+    assignment = course.assignments.filter(name=name).prefetch_related("files").first()
+    if assignment is None or (role_in(course) not in STAFF_ROLES and not assignment.is_released):
+        raise Http404("No such assignment.")
+    return course, assignment
+
+
+class AssignmentDetailView(GenericAPIView):
+    serializer_class = AssignmentSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request, slug: str, name: str) -> Response:
+        return Response(self.get_serializer(_assignment(request, slug, name)[1]).data)
+
+
+class ReleaseView(GenericAPIView):
+    """POST (instructors): release the assignment to the students. GET: the student version (a zip
+    of the notebooks with solutions and hidden tests removed, and the data files), or one notebook
+    with `?notebook=problem1.ipynb`."""
+
+    serializer_class = AssignmentSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: AssignmentSerializer})
+    def post(self, request: Request, slug: str, name: str) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, CAN_MANAGE, "release assignments")
+        return Response(self.get_serializer(assignments.assignment_release(assignment=assignment)).data)
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    def get(self, request: Request, slug: str, name: str) -> HttpResponseBase:
+        _, assignment = _assignment(request, slug, name)
+        wanted = request.query_params.get("notebook")
+        if wanted:
+            found = assignment.files.filter(path=wanted[:500], is_notebook=True).first()
+            if found is None:
+                raise Http404("No such notebook in this assignment.")
+            return blob_response(
+                storage_name=found.student_storage_name,
+                filename=found.path.rsplit("/", 1)[-1],
+                sha256=found.student_sha256,
+                content_type="application/x-ipynb+json",
+            )
+        response = HttpResponse(assignments.release_zip(assignment), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{assignment.name}.zip"'
+        return response

@@ -1,6 +1,8 @@
 from django.urls import path
 
 from .api import (
+    AssignmentDetailView,
+    AssignmentsView,
     CourseDetailView,
     CourseListView,
     CourseMemberDetailView,
@@ -8,6 +10,7 @@ from .api import (
     InviteDetailView,
     InvitesView,
     JoinView,
+    ReleaseView,
     RosterView,
 )
 
@@ -22,4 +25,7 @@ urlpatterns = [
     path(f"{C}/roster/", RosterView.as_view(), name="api-course-roster"),
     path(f"{C}/invites/", InvitesView.as_view(), name="api-course-invites"),
     path(f"{C}/invites/<id:invite_id>/", InviteDetailView.as_view(), name="api-course-invite-detail"),
+    path(f"{C}/assignments/", AssignmentsView.as_view(), name="api-course-assignments"),
+    path(f"{C}/assignments/<slug:name>/", AssignmentDetailView.as_view(), name="api-course-assignment-detail"),
+    path(f"{C}/assignments/<slug:name>/release/", ReleaseView.as_view(), name="api-course-assignment-release"),
 ]

@@ -58,3 +58,75 @@ class CourseInvite(models.Model):
 
     def __str__(self) -> str:
         return f"invite {self.display_prefix}… to {self.course_id}"
+
+
+class LatePolicy(models.TextChoices):
+    NONE = "none", "None: late work counts in full"
+    ZERO = "zero", "Zero after the due date"
+    PERCENT_PER_DAY = "percent_per_day", "A percentage per day late, up to a cap"
+
+
+class ResultsVisibility(models.TextChoices):
+    IMMEDIATELY = "immediately", "As soon as it is graded"
+    AFTER_DUE = "after_due", "After the due date"
+    ON_RELEASE = "on_release", "When the instructor releases grades"
+
+
+class Assignment(models.Model):
+    """An nbgrader-format assignment: instructor source notebooks (with solutions and hidden
+    tests, never shown to students) and data files; students get the generated student version
+    once it is released."""
+
+    course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="assignments")
+    name = models.SlugField(max_length=100)
+    due_at = models.DateTimeField(null=True, blank=True)
+    late_policy = models.CharField(max_length=20, choices=LatePolicy.choices, default=LatePolicy.NONE)
+    late_percent_per_day = models.FloatField(default=0.0)
+    late_cap_percent = models.FloatField(default=100.0)
+    grace_minutes = models.PositiveIntegerField(default=0)
+    max_submissions = models.PositiveIntegerField(null=True, blank=True)
+    results_visibility = models.CharField(
+        max_length=12, choices=ResultsVisibility.choices, default=ResultsVisibility.IMMEDIATELY
+    )
+    released_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["course_id", "due_at", "name"]
+        constraints = [models.UniqueConstraint(fields=["course", "name"], name="unique_assignment_name")]
+
+    def __str__(self) -> str:
+        return f"{self.course_id}/{self.name}"
+
+    @property
+    def is_released(self) -> bool:
+        return self.released_at is not None
+
+
+class AssignmentFile(models.Model):
+    """One file of an assignment: a source notebook (with its generated student version and its
+    graded cells) or a data file (the same for everyone)."""
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    storage_name = models.CharField(max_length=300)
+    is_notebook = models.BooleanField(default=False)
+    # [{"grade_id", "kind" (test, manual, task, answer, locked), "points", "index"}]
+    graded_cells = models.JSONField(default=list, blank=True)
+    student_sha256 = models.CharField(max_length=64, blank=True)
+    student_size = models.PositiveBigIntegerField(null=True, blank=True)
+    student_storage_name = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["assignment_id", "path"]
+        constraints = [models.UniqueConstraint(fields=["assignment", "path"], name="unique_assignment_file")]
+
+    def __str__(self) -> str:
+        return f"{self.assignment_id}:{self.path}"
+
+    @property
+    def points(self) -> float:
+        return sum(float(c.get("points", 0)) for c in self.graded_cells)

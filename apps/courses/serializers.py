@@ -1,6 +1,15 @@
 from rest_framework import serializers
 
-from .models import Course, CourseInvite, CourseMembership, CourseRole
+from .models import (
+    Assignment,
+    AssignmentFile,
+    Course,
+    CourseInvite,
+    CourseMembership,
+    CourseRole,
+    LatePolicy,
+    ResultsVisibility,
+)
 
 
 class CourseSerializer(serializers.ModelSerializer):
@@ -39,3 +48,52 @@ class InviteSerializer(serializers.ModelSerializer):
 
 class JoinSerializer(serializers.Serializer):
     token = serializers.CharField(max_length=200)
+
+
+class AssignmentCreateSerializer(serializers.Serializer):
+    name = serializers.SlugField(max_length=100)
+    files = serializers.ListField(
+        child=serializers.FileField(),
+        min_length=1,
+        max_length=100,
+        help_text="Source notebooks (nbgrader cell metadata, schema 3) and data files.",
+    )
+    due_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    late_policy = serializers.ChoiceField(choices=LatePolicy.choices, default=LatePolicy.NONE)
+    late_percent_per_day = serializers.FloatField(min_value=0, max_value=100, default=0.0)
+    late_cap_percent = serializers.FloatField(min_value=0, max_value=100, default=100.0)
+    grace_minutes = serializers.IntegerField(min_value=0, max_value=7 * 24 * 60, default=0)
+    max_submissions = serializers.IntegerField(min_value=1, max_value=1000, required=False, allow_null=True)
+    results_visibility = serializers.ChoiceField(
+        choices=ResultsVisibility.choices, default=ResultsVisibility.IMMEDIATELY
+    )
+
+
+class AssignmentFileSerializer(serializers.ModelSerializer):
+    points = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = AssignmentFile
+        fields = ["path", "is_notebook", "points", "student_sha256", "graded_cells"]
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    files = AssignmentFileSerializer(many=True, read_only=True)
+    released = serializers.BooleanField(source="is_released", read_only=True)
+
+    class Meta:
+        model = Assignment
+        fields = [
+            "name",
+            "due_at",
+            "late_policy",
+            "late_percent_per_day",
+            "late_cap_percent",
+            "grace_minutes",
+            "max_submissions",
+            "results_visibility",
+            "released",
+            "released_at",
+            "files",
+            "created_at",
+        ]
