@@ -23,16 +23,6 @@ from apps.projects.validation import clean_relative_path, parse_notebook
 from . import nbgrader_format
 from .models import Assignment, AssignmentFile, Course
 
-SETTINGS_FIELDS = (
-    "due_at",
-    "late_policy",
-    "late_percent_per_day",
-    "late_cap_percent",
-    "grace_minutes",
-    "max_submissions",
-    "results_visibility",
-)
-
 
 @dataclass(frozen=True)
 class Incoming:
