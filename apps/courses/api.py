@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpResponse
 from django.http.response import HttpResponseBase
@@ -25,19 +26,31 @@ from apps.core.parsers import BoundedJSONParser
 from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
-from . import assignments, services
+from . import assignments, services, submissions
 from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
 from .assignments import MAX_ASSIGNMENT_BYTES
-from .models import STAFF_ROLES, Assignment, Course, CourseInvite, CourseMembership
+from .models import (
+    STAFF_ROLES,
+    Assignment,
+    Course,
+    CourseInvite,
+    CourseMembership,
+    CourseRole,
+    Extension,
+    Submission,
+)
 from .serializers import (
     AssignmentCreateSerializer,
     AssignmentSerializer,
     CourseMemberSerializer,
     CourseSerializer,
+    ExtensionSerializer,
     InviteSerializer,
     JoinSerializer,
     MemberWriteSerializer,
     RosterSerializer,
+    SubmissionSerializer,
+    SubmitSerializer,
 )
 
 
@@ -224,6 +237,12 @@ class AssignmentsView(GenericAPIView):
         return Response(self.get_serializer(assignment).data, status=status.HTTP_201_CREATED)
 
 
+def _files(request: Request) -> list[Any]:
+    """Every `files` part of a multipart request (a plain dict would keep only the last)."""
+    getlist = getattr(request.data, "getlist", None)
+    return list(getlist("files")) if getlist is not None else []
+
+
 def _assignment(request: Request, slug: str, name: str) -> tuple[Course, Assignment]:
     """The assignment as the requester may see it: a student sees it once released (404 before)."""
     course = course_for(request.user, slug)
@@ -272,3 +291,71 @@ class ReleaseView(GenericAPIView):
         response = HttpResponse(assignments.release_zip(assignment), content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{assignment.name}.zip"'
         return response
+
+
+class SubmissionsView(GenericAPIView):
+    """GET: submissions to the assignment (a student: their own; teaching staff: everyone's).
+    POST (students), multipart `files`: the assignment's notebooks, by name. Each submission is
+    immutable; the server's receipt time decides lateness."""
+
+    serializer_class = SubmissionSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self) -> QuerySet[Submission]:
+        course, assignment = _assignment(self.request, self.kwargs["slug"], self.kwargs["name"])
+        found = assignment.submissions.select_related("student", "assignment").prefetch_related("files")
+        return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(self.request))
+
+    def get(self, request: Request, slug: str, name: str) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(request={"multipart/form-data": SubmitSerializer}, responses={201: SubmissionSerializer})
+    def post(self, request: Request, slug: str, name: str) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, (CourseRole.STUDENT,), "submit to this assignment")
+        if not assignment.is_released:
+            raise Http404("No such assignment.")
+        reject_oversized_body(request, MAX_ASSIGNMENT_BYTES)
+        uploads = validated(SubmitSerializer, {"files": _files(request)})["files"]
+        for upload in uploads:
+            reject_oversized_file(upload.name, upload.size, settings.REPROLAB_NOTEBOOK_MAX_BYTES)
+        made = submissions.submit(
+            assignment=assignment,
+            student=authenticated_user(request),
+            files=[assignments.Incoming(path=u.name, content=u) for u in uploads],
+        )
+        return Response(self.get_serializer(self.get_queryset().get(pk=made.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class SubmissionDetailView(GenericAPIView):
+    serializer_class = SubmissionSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request, slug: str, name: str, submission_id: int) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        found = assignment.submissions.select_related("student", "assignment").prefetch_related("files")
+        if role_in(course) not in STAFF_ROLES:
+            found = found.filter(student=authenticated_user(request))  # another student's is not there (404)
+        return Response(self.get_serializer(get_object_or_404(found, pk=submission_id)).data)
+
+
+class ExtensionsView(GenericAPIView):
+    """POST (instructors) `username`, `due_at`: that student's own due date for the assignment."""
+
+    serializer_class = ExtensionSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=ExtensionSerializer, responses={200: ExtensionSerializer})
+    def post(self, request: Request, slug: str, name: str) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, CAN_MANAGE, "grant extensions")
+        data = validated(ExtensionSerializer, request.data)
+        student = course.memberships.filter(user__username=data["username"], role=CourseRole.STUDENT).first()
+        if student is None:
+            raise ValidationError({"username": f"{data['username'][:150]!r} is not a student of this course."})
+        Extension.objects.update_or_create(
+            assignment=assignment, student_id=student.user_id, defaults={"due_at": data["due_at"]}
+        )
+        return Response({"username": data["username"], "due_at": data["due_at"]})

@@ -7,11 +7,14 @@ from .api import (
     CourseListView,
     CourseMemberDetailView,
     CourseMembersView,
+    ExtensionsView,
     InviteDetailView,
     InvitesView,
     JoinView,
     ReleaseView,
     RosterView,
+    SubmissionDetailView,
+    SubmissionsView,
 )
 
 C = "courses/<slug:slug>"
@@ -28,4 +31,11 @@ urlpatterns = [
     path(f"{C}/assignments/", AssignmentsView.as_view(), name="api-course-assignments"),
     path(f"{C}/assignments/<slug:name>/", AssignmentDetailView.as_view(), name="api-course-assignment-detail"),
     path(f"{C}/assignments/<slug:name>/release/", ReleaseView.as_view(), name="api-course-assignment-release"),
+    path(f"{C}/assignments/<slug:name>/extensions/", ExtensionsView.as_view(), name="api-course-extensions"),
+    path(f"{C}/assignments/<slug:name>/submissions/", SubmissionsView.as_view(), name="api-course-submissions"),
+    path(
+        f"{C}/assignments/<slug:name>/submissions/<id:submission_id>/",
+        SubmissionDetailView.as_view(),
+        name="api-course-submission-detail",
+    ),
 ]

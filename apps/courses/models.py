@@ -130,3 +130,61 @@ class AssignmentFile(models.Model):
     @property
     def points(self) -> float:
         return sum(float(c.get("points", 0)) for c in self.graded_cells)
+
+
+class Extension(models.Model):
+    """A student's own due date for an assignment (replaces the assignment's)."""
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="extensions")
+    student = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    due_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["assignment", "student"], name="unique_extension")]
+
+    def __str__(self) -> str:
+        return f"extension for {self.student_id} on {self.assignment_id}"
+
+
+class SubmissionState(models.TextChoices):
+    RECEIVED = "received", "Received (waiting for grading)"
+    GRADING = "grading", "Grading"
+    GRADED = "graded", "Graded"
+    FAILED = "failed", "Could not be graded"
+
+
+class Submission(models.Model):
+    """One immutable submission of a student's notebooks. The server's receipt time decides
+    lateness; the late penalty is fixed at receipt, by the policy and any extension then."""
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="submissions")
+    student = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="submissions")
+    number = models.PositiveIntegerField()  # 1, 2, … per student and assignment
+    received_at = models.DateTimeField()
+    late_seconds = models.PositiveIntegerField(default=0)
+    late_penalty_percent = models.FloatField(default=0.0)
+    state = models.CharField(max_length=10, choices=SubmissionState.choices, default=SubmissionState.RECEIVED)
+
+    class Meta:
+        ordering = ["assignment_id", "student_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "student", "number"], name="unique_submission_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"submission {self.number} of {self.student_id} to {self.assignment_id}"
+
+
+class SubmissionFile(models.Model):
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    storage_name = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["submission_id", "path"]
+        constraints = [models.UniqueConstraint(fields=["submission", "path"], name="unique_submission_file")]
+
+    def __str__(self) -> str:
+        return f"{self.submission_id}:{self.path}"

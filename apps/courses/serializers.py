@@ -9,6 +9,8 @@ from .models import (
     CourseRole,
     LatePolicy,
     ResultsVisibility,
+    Submission,
+    SubmissionFile,
 )
 
 
@@ -97,3 +99,38 @@ class AssignmentSerializer(serializers.ModelSerializer):
             "files",
             "created_at",
         ]
+
+
+class SubmissionFileSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SubmissionFile
+        fields = ["path", "sha256", "size"]
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    student = serializers.CharField(source="student.username", read_only=True)
+    assignment = serializers.CharField(source="assignment.name", read_only=True)
+    files = SubmissionFileSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id",
+            "assignment",
+            "student",
+            "number",
+            "received_at",
+            "late_seconds",
+            "late_penalty_percent",
+            "state",
+            "files",
+        ]
+
+
+class SubmitSerializer(serializers.Serializer):
+    files = serializers.ListField(child=serializers.FileField(), min_length=1, max_length=20)
+
+
+class ExtensionSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    due_at = serializers.DateTimeField()
