@@ -30,6 +30,7 @@ urlpatterns = [
     path("", include("apps.compute.urls")),
     path("", include("apps.reproducibility.urls")),
     path("", include("apps.review.urls")),
+    path("", include("apps.courses.urls")),
     path("", include("apps.projects.urls")),
 ]
 

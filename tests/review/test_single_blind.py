@@ -375,6 +375,11 @@ POST_PROBES: list[Probe] = [
 NOT_REVIEW_SURFACES: dict[str, str] = {
     "healthz": "a liveness probe: 'ok'",
     "api-course-list": "courses: no project, run or review in them (yet)",
+    "courses:list": "courses",
+    "courses:join": "courses",
+    "courses:join-page": "courses",
+    "courses:detail": "courses",
+    "courses:assignment": "courses",
     "api-course-join": "courses",
     "api-course-detail": "courses",
     "api-course-members": "courses",
