@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpResponse
+from django.http import FileResponse, Http404
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -277,7 +277,7 @@ class ReleaseView(GenericAPIView):
     @extend_schema(responses={(200, "application/zip"): bytes})
     def get(self, request: Request, slug: str, name: str) -> HttpResponseBase:
         _, assignment = _assignment(request, slug, name)
-        wanted = request.query_params.get("notebook")
+        wanted = request.query_params.get("notebook", "").replace("\x00", "")
         if wanted:
             found = assignment.files.filter(path=wanted[:500], is_notebook=True).first()
             if found is None:
@@ -288,9 +288,12 @@ class ReleaseView(GenericAPIView):
                 sha256=found.student_sha256,
                 content_type="application/x-ipynb+json",
             )
-        response = HttpResponse(assignments.release_zip(assignment), content_type="application/zip")
-        response["Content-Disposition"] = f'attachment; filename="{assignment.name}.zip"'
-        return response
+        return FileResponse(
+            assignments.release_zip(assignment),
+            as_attachment=True,
+            filename=f"{assignment.name}.zip",
+            content_type="application/zip",
+        )
 
 
 class SubmissionsView(GenericAPIView):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+import nbformat
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
@@ -30,9 +32,12 @@ class Incoming:
     content: IO[bytes]
 
 
-def _student_json(nb: dict[str, Any]) -> bytes:
-    # As nbformat writes it (nbgrader writes through nbformat): indent 1, sorted keys, newline.
-    return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+def _student_json(nb: dict[str, Any], path: str) -> bytes:
+    """The file as nbgrader writes it (through nbformat: sources as lists of lines, indent 1)."""
+    try:
+        return (nbformat.writes(nbformat.from_dict(nb)) + "\n").encode()  # nbformat.write ends with one
+    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON: not text
+        raise ValidationError({"files": f"{path}: the notebook holds text that is not valid Unicode."}) from None
 
 
 def assignment_create(
@@ -42,6 +47,8 @@ def assignment_create(
     (a 400 names the file, the cell and the problem) and its student version generated now."""
     if not files:
         raise ValidationError({"files": "An assignment needs at least one source notebook."})
+    if Assignment.objects.filter(course=course, name=name).exists():  # before anything is stored
+        raise ValidationError({"name": f"This course has an assignment {name!r} already."})
     prepared: list[dict[str, Any]] = []
     paths: set[str] = set()
     for incoming in files:
@@ -63,7 +70,7 @@ def assignment_create(
             except ValidationError as error:
                 raise ValidationError({"files": f"{path}: {' '.join(error.messages)}"}) from None
             row["graded_cells"] = [cell.as_json() for cell in graded]
-            row["student"] = store_blob(io.BytesIO(_student_json(student_nb)))
+            row["student"] = store_blob(io.BytesIO(_student_json(student_nb, path)))
             incoming.content.seek(0)
         row["blob"] = store_blob(incoming.content)
         prepared.append(row)
@@ -107,14 +114,21 @@ def student_files(assignment: Assignment) -> list[tuple[str, str]]:
     ]
 
 
-def release_zip(assignment: Assignment) -> bytes:
-    """The student version as a zip, under the assignment's name (as nbgrader's release folder)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+def release_zip(assignment: Assignment) -> IO[bytes]:
+    """The student version as a zip, under the assignment's name (as nbgrader's release folder),
+    in a temporary file (spilled to disk past 8 MiB) rewound for streaming; files are copied in
+    chunks, never read whole."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 * 2**20)  # noqa: SIM115 - the response closes it
+    with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path, storage_name in student_files(assignment):
-            with default_storage.open(storage_name, "rb") as blob:
-                archive.writestr(f"{assignment.name}/{path}", blob.read())
-    return buffer.getvalue()
+            with (
+                default_storage.open(storage_name, "rb") as blob,
+                archive.open(f"{assignment.name}/{path}", "w") as out,
+            ):
+                while chunk := blob.read(2**20):
+                    out.write(chunk)
+    spool.seek(0)
+    return spool
 
 
 MAX_ASSIGNMENT_BYTES = getattr(settings, "REPROLAB_DATASET_UPLOAD_MAX_BYTES", 2 * 1024**3)

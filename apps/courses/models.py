@@ -161,7 +161,7 @@ class Submission(models.Model):
     student = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="submissions")
     number = models.PositiveIntegerField()  # 1, 2, … per student and assignment
     received_at = models.DateTimeField()
-    late_seconds = models.PositiveIntegerField(default=0)
+    late_seconds = models.PositiveBigIntegerField(default=0)
     late_penalty_percent = models.FloatField(default=0.0)
     state = models.CharField(max_length=10, choices=SubmissionState.choices, default=SubmissionState.RECEIVED)
 

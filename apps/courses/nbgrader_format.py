@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -116,9 +117,14 @@ def validate(nb: dict[str, Any], *, name: str = "notebook") -> list[GradedCell]:
             raise ValidationError({"files": f"{name}: cell {index + 1} is not a cell."})
         meta = _meta(cell)
         source = source_of(cell)
+        try:
+            json.dumps(cell, ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate, escaped in the file's JSON
+            raise _problem(index, cell, "holds text that is not valid Unicode") from None
         for markers, allowed, what in (
             (SOLUTION, is_solution(cell), "solution markers in a cell that is not a solution cell"),
             (HIDDEN_TESTS, is_grade(cell), "hidden-test markers in a cell that is not a grade cell"),
+            (MARK_SCHEME, is_task(cell), "mark-scheme markers in a cell that is not a task cell"),
         ):
             found, well_formed = _region_lines(source, markers)
             if found and not well_formed:
@@ -222,8 +228,8 @@ def student_version(nb: dict[str, Any]) -> dict[str, Any]:
     """What students get: nbgrader generate_assignment's output for this source (validated)."""
     nb = copy.deepcopy(nb)
     language = (nb.get("metadata", {}).get("kernelspec") or {}).get("language", "python")
-    if language not in CODE_STUBS:
-        raise ValidationError({"files": f"No solution stub for the language {language!r}."})
+    if not isinstance(language, str) or language not in CODE_STUBS:
+        raise ValidationError({"files": f"No solution stub for the language {str(language)[:50]!r}."})
     for cell in nb["cells"]:
         cell["source"] = source_of(cell)
         metadata = cell.setdefault("metadata", {})

@@ -1,3 +1,5 @@
+import datetime
+
 from rest_framework import serializers
 
 from .models import (
@@ -12,6 +14,11 @@ from .models import (
     Submission,
     SubmissionFile,
 )
+
+
+def plausible_date(value: datetime.datetime | None) -> None:
+    if value is not None and not 2000 <= value.year <= 2200:
+        raise serializers.ValidationError("A due date between the years 2000 and 2200.")
 
 
 class CourseSerializer(serializers.ModelSerializer):
@@ -60,7 +67,7 @@ class AssignmentCreateSerializer(serializers.Serializer):
         max_length=100,
         help_text="Source notebooks (nbgrader cell metadata, schema 3) and data files.",
     )
-    due_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    due_at = serializers.DateTimeField(required=False, allow_null=True, default=None, validators=[plausible_date])
     late_policy = serializers.ChoiceField(choices=LatePolicy.choices, default=LatePolicy.NONE)
     late_percent_per_day = serializers.FloatField(min_value=0, max_value=100, default=0.0)
     late_cap_percent = serializers.FloatField(min_value=0, max_value=100, default=100.0)
@@ -133,4 +140,4 @@ class SubmitSerializer(serializers.Serializer):
 
 class ExtensionSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
-    due_at = serializers.DateTimeField()
+    due_at = serializers.DateTimeField(validators=[plausible_date])

@@ -22,8 +22,13 @@ MAX_ROSTER_ROWS = 5000
 IDENTITY_COLUMNS = ("username", "email", "e-mail", "user")
 
 
+RESERVED_SLUGS = {"join", "new"}  # page paths under /courses/
+
+
 def course_create(*, creator: User, slug: str, title: str) -> Course:
     """A new course; its creator is its first instructor."""
+    if slug in RESERVED_SLUGS:
+        raise ValidationError({"slug": f"{slug!r} is reserved; choose another slug."})
     try:
         with transaction.atomic():
             course = Course.objects.create(slug=slug, title=title, created_by=creator)
@@ -40,7 +45,7 @@ def _instructors_left(course: Course, *, without: User) -> int:
 @transaction.atomic
 def member_set(*, course: Course, username: str, role: str) -> CourseMembership:
     """Add `username` with `role`, or change their role; the last instructor stays one."""
-    user = User.objects.filter(username=username, is_active=True).first()
+    user = User.objects.filter(username=username.replace("\x00", ""), is_active=True).first()
     if user is None:
         raise ValidationError({"username": f"No user {username[:150]!r}."})
     Course.objects.select_for_update().filter(pk=course.pk).first()  # role changes take turns
@@ -58,7 +63,11 @@ def member_set(*, course: Course, username: str, role: str) -> CourseMembership:
 @transaction.atomic
 def member_remove(*, course: Course, username: str) -> None:
     Course.objects.select_for_update().filter(pk=course.pk).first()
-    membership = CourseMembership.objects.filter(course=course, user__username=username).select_related("user").first()
+    membership = (
+        CourseMembership.objects.filter(course=course, user__username=username.replace("\x00", ""))
+        .select_related("user")
+        .first()
+    )
     if membership is None:
         raise ValidationError({"username": f"{username[:150]!r} is not a member of this course."})
     if membership.role == CourseRole.INSTRUCTOR and not _instructors_left(course, without=membership.user):
@@ -111,13 +120,13 @@ def _roster_rows(content: bytes) -> list[tuple[int, str, str]]:
 
 
 def _user_for(value: str) -> tuple[User | None, str]:
-    if not value:
-        return None, "no username or e-mail"
+    """The account a roster row names. By username only: this site does not verify e-mail
+    addresses, so enrolling by one could enrol whoever signed up with it first, and the report
+    would tell a course's creator which account holds an address."""
+    if not value or "\x00" in value:
+        return None, "no username"
     if "@" in value:
-        users = list(User.objects.filter(email__iexact=value, is_active=True)[:2])
-        if len(users) > 1:
-            return None, "several accounts have this e-mail: use the username"
-        return (users[0], "") if users else (None, "no account with this e-mail")
+        return None, "e-mail addresses are not verified here: give the username, or send the course's invite link"
     user = User.objects.filter(username=value, is_active=True).first()
     return (user, "") if user else (None, "no such user")
 

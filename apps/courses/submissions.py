@@ -42,9 +42,20 @@ def lateness(assignment: Assignment, due_at: datetime | None, received_at: datet
     return seconds, 0.0
 
 
+def _check_room(assignment: Assignment, student: User) -> int:
+    """The student's submissions so far; a ValidationError when they have used them all."""
+    count = Submission.objects.filter(assignment=assignment, student=student).count()
+    if assignment.max_submissions is not None and count >= assignment.max_submissions:
+        raise ValidationError(
+            {"files": f"You have used all {assignment.max_submissions} submissions of this assignment."}
+        )
+    return count
+
+
 def submit(*, assignment: Assignment, student: User, files: Sequence[Incoming]) -> Submission:
     """A new submission, numbered after the student's earlier ones. Only the assignment's
     notebooks are taken (by name); each must be a notebook; nothing is graded from anything else."""
+    _check_room(assignment, student)  # before anything is stored (and again, in turn, below)
     expected = {f.path for f in assignment.files.filter(is_notebook=True)}
     prepared = []
     seen: set[str] = set()
@@ -69,11 +80,7 @@ def submit(*, assignment: Assignment, student: User, files: Sequence[Incoming]) 
     received_at = timezone.now()  # the server's clock decides lateness, never the client's
     with transaction.atomic():
         Assignment.objects.select_for_update().filter(pk=assignment.pk).first()  # numbers taken in turn
-        count = Submission.objects.filter(assignment=assignment, student=student).count()
-        if assignment.max_submissions is not None and count >= assignment.max_submissions:
-            raise ValidationError(
-                {"files": f"You have used all {assignment.max_submissions} submissions of this assignment."}
-            )
+        count = _check_room(assignment, student)
         late_seconds, penalty = lateness(assignment, due_for(assignment, student), received_at)
         submission = Submission.objects.create(
             assignment=assignment,

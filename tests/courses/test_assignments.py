@@ -12,6 +12,7 @@ import nbformat
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from apps.courses.assignments import _student_json
 from apps.courses.models import CourseRole
 from apps.courses.nbgrader_format import student_version
 from apps.courses.services import course_create, member_set
@@ -65,6 +66,7 @@ def test_the_student_version_is_nbgrader_generate_assignments(tmp_path: Path):
         for index, (mine, reference) in enumerate(zip(ours["cells"], theirs["cells"], strict=True)):
             assert comparable(mine) == comparable(reference), f"{name} cell {index + 1}"
         assert ours["metadata"] == theirs["metadata"]
+        assert _student_json(ours, name) == (released / name).read_bytes()  # the very file nbgrader writes
 
 
 def test_an_assignment_is_uploaded_released_and_downloaded_without_solutions(client_for, people, course):
@@ -98,7 +100,7 @@ def test_an_assignment_is_uploaded_released_and_downloaded_without_solutions(cli
     assert client_for(people["tariq"]).post(f"{base}release/").status_code == 403
     assert instructor.post(f"{base}release/").status_code == 200
 
-    archive = zipfile.ZipFile(io.BytesIO(student.get(f"{base}release/").content))
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(student.get(f"{base}release/").streaming_content)))
     assert sorted(archive.namelist()) == ["ps1/data.csv", "ps1/problem1.ipynb"]
     released = archive.read("ps1/problem1.ipynb").decode()
     for secret in ("return x * x", "# hidden", "Because squares", "Mentions the axes", "answer = 42"):
@@ -144,6 +146,12 @@ def _with(change) -> nbformat.NotebookNode:
             "cell 2 (square): a '### BEGIN SOLUTION' region is nested or never ended",
         ),
         (lambda cells: cells[2].metadata["nbgrader"].update(grade_id="bad id!"), "letters, digits"),
+        (
+            lambda cells: cells[2].update(
+                source="assert 1\n=== BEGIN MARK SCHEME ===\nrubric\n=== END MARK SCHEME ==="
+            ),
+            "cell 3 (test_square): mark-scheme markers in a cell that is not a task cell",
+        ),
         (lambda cells: cells[1].metadata["nbgrader"].update(extra=1), "cell 2 (square): unknown nbgrader metadata key"),
         (
             lambda cells: cells.append(graded(nbformat.v4.new_markdown_cell("x"), grade=True, grade_id="m", points=1)),
@@ -172,3 +180,22 @@ def test_other_bad_uploads_are_400s(client_for, people, course):
     again = create(client, course.slug, notebook_upload("problem1.ipynb", problem_set()))
     assert again.status_code == 400
     assert "already" in str(again.json())
+
+
+def test_odd_sources_are_400s_not_500s(client_for, people, course):
+    client = client_for(people["ines"])
+    listed = problem_set()
+    listed.metadata["kernelspec"]["language"] = ["python"]
+    assert create(client, course.slug, notebook_upload("p.ipynb", listed)).status_code == 400
+    surrogate = nbformat.writes(problem_set()).replace("Read carefully.", "Read \\ud800 carefully.")
+    response = create(client, course.slug, SimpleUploadedFile("p.ipynb", surrogate.encode()))
+    assert response.status_code == 400
+    assert client.post("/api/v1/courses/", {"slug": "join", "title": "x"}, format="json").status_code == 400
+    base = URL.format(course.slug)
+    assert create(client, course.slug, notebook_upload("problem1.ipynb", problem_set())).status_code == 201
+    assert client.get(f"{base}ps1/release/?notebook=a%00b").status_code == 404
+    assert client.delete(f"/api/v1/courses/{course.slug}/members/a%00b/").status_code == 400
+    early = create(
+        client, course.slug, notebook_upload("p.ipynb", problem_set()), name="ps9", due_at="0001-01-01T00:00:00Z"
+    )
+    assert early.status_code == 400

@@ -99,22 +99,25 @@ def test_a_roster_enrols_students_and_reports_each_row_that_failed(client_for, p
     twin_a.__class__.objects.filter(pk__in=[twin_a.pk, twin_b.pk]).update(email="twins@example.org")
     csv_text = (
         "name,email\n"
-        "Rosa R,rosa@example.org\n"  # by e-mail, any case
-        "Nobody,nobody@example.org\n"
+        "Rosa R,rosa@example.org\n"  # unverified e-mail: never matched to an account
+        "Nobody,nobody\n"
         "Twins,twins@example.org\n"
         "Stella,stella\n"  # a username in the e-mail column: taken as a username
         "Tariq,tariq\n"  # the TA keeps their role
         ",,\n"
         "Olga,olga\n"
+        "Rosa,rosa\n"
     )
     report = roster(client_for(people["instructor"]), course.slug, csv_text)
     assert report.status_code == 200, report.content
     body = report.json()
     assert sorted(body["added"]) == ["olga", "rosa"]
     assert body["already"] == ["stella"]
+    unverified = "e-mail addresses are not verified here: give the username, or send the course's invite link"
     assert body["failed"] == [
-        {"row": 3, "value": "nobody@example.org", "reason": "no account with this e-mail"},
-        {"row": 4, "value": "twins@example.org", "reason": "several accounts have this e-mail: use the username"},
+        {"row": 2, "value": "rosa@example.org", "reason": unverified},
+        {"row": 3, "value": "nobody", "reason": "no such user"},
+        {"row": 4, "value": "twins@example.org", "reason": unverified},
         {"row": 6, "value": "tariq", "reason": "already a teaching assistant"},
     ]
     assert CourseMembership.objects.get(course=course, user__username="tariq").role == "ta"
