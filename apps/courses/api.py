@@ -13,7 +13,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import mixins, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -50,11 +50,11 @@ from .serializers import (
     MemberWriteSerializer,
     RosterSerializer,
     SubmissionSerializer,
-    SubmitSerializer,
+    SubmissionUploadSerializer,
 )
 
 
-class CourseListView(GenericAPIView):
+class CourseListView(mixins.ListModelMixin, GenericAPIView):
     """GET: the courses you are a member of. POST `slug`, `title`: a new course, you its instructor."""
 
     serializer_class = CourseSerializer
@@ -64,8 +64,7 @@ class CourseListView(GenericAPIView):
         return courses_of(self.request.user)
 
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
     @extend_schema(request=CourseSerializer, responses={201: CourseSerializer})
     def post(self, request: Request) -> Response:
@@ -82,10 +81,11 @@ class CourseDetailView(GenericAPIView):
         return Response(self.get_serializer(course_for(request.user, slug)).data)
 
 
-class CourseMembersView(GenericAPIView):
+class CourseMembersView(mixins.ListModelMixin, GenericAPIView):
     """GET: the members (a student sees the teaching staff and themselves, never other students).
     POST `username`, `role` (instructor, ta, student): add a member or change their role."""
 
+    queryset = CourseMembership.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = CourseMemberSerializer
     permission_classes = [IsAuthenticated]
     parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
@@ -98,8 +98,7 @@ class CourseMembersView(GenericAPIView):
         return members.filter(Q(role__in=STAFF_ROLES) | Q(user=self.request.user))
 
     def get(self, request: Request, slug: str) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
     @extend_schema(request=MemberWriteSerializer, responses={201: CourseMemberSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -140,10 +139,11 @@ class RosterView(GenericAPIView):
         return Response(services.roster_import(course=course, content=upload.read()).as_json())
 
 
-class InvitesView(GenericAPIView):
+class InvitesView(mixins.ListModelMixin, GenericAPIView):
     """GET: the course's invite links (instructors). POST: a new one; its token and join URL are
     shown in this answer only."""
 
+    queryset = CourseInvite.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = InviteSerializer
     permission_classes = [IsAuthenticated]
 
@@ -153,8 +153,7 @@ class InvitesView(GenericAPIView):
         return course.invites.all()
 
     def get(self, request: Request, slug: str) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
     @extend_schema(request=None, responses={201: InviteSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -186,7 +185,7 @@ class JoinView(GenericAPIView):
     serializer_class = JoinSerializer
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=JoinSerializer, responses={200: CourseSerializer})
+    @extend_schema(request=JoinSerializer, responses={200: CourseSerializer, **errors(404)})
     def post(self, request: Request) -> Response:
         token = validated(JoinSerializer, request.data)["token"]
         try:
@@ -196,11 +195,12 @@ class JoinView(GenericAPIView):
         return Response(CourseSerializer(course_for(request.user, course.slug)).data)
 
 
-class AssignmentsView(GenericAPIView):
+class AssignmentsView(mixins.ListModelMixin, GenericAPIView):
     """GET: the course's assignments (students: the released ones). POST (instructors), multipart:
     `name`, `files` (source notebooks in nbgrader's format and data files), `due_at`, the late
     policy, `max_submissions`, `results_visibility`."""
 
+    queryset = Assignment.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = AssignmentSerializer
     permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser, FormParser]
@@ -211,8 +211,7 @@ class AssignmentsView(GenericAPIView):
         return assignments if role_in(course) in STAFF_ROLES else assignments.filter(released_at__isnull=False)
 
     def get(self, request: Request, slug: str) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
     @extend_schema(request={"multipart/form-data": AssignmentCreateSerializer}, responses={201: AssignmentSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -296,11 +295,12 @@ class ReleaseView(GenericAPIView):
         )
 
 
-class SubmissionsView(GenericAPIView):
+class SubmissionsView(mixins.ListModelMixin, GenericAPIView):
     """GET: submissions to the assignment (a student: their own; teaching staff: everyone's).
     POST (students), multipart `files`: the assignment's notebooks, by name. Each submission is
     immutable; the server's receipt time decides lateness."""
 
+    queryset = Submission.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = SubmissionSerializer
     permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser, FormParser]
@@ -311,17 +311,16 @@ class SubmissionsView(GenericAPIView):
         return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(self.request))
 
     def get(self, request: Request, slug: str, name: str) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
-    @extend_schema(request={"multipart/form-data": SubmitSerializer}, responses={201: SubmissionSerializer})
+    @extend_schema(request={"multipart/form-data": SubmissionUploadSerializer}, responses={201: SubmissionSerializer})
     def post(self, request: Request, slug: str, name: str) -> Response:
         course, assignment = _assignment(request, slug, name)
         require_course_role(course, (CourseRole.STUDENT,), "submit to this assignment")
         if not assignment.is_released:
             raise Http404("No such assignment.")
         reject_oversized_body(request, MAX_ASSIGNMENT_BYTES)
-        uploads = validated(SubmitSerializer, {"files": _files(request)})["files"]
+        uploads = validated(SubmissionUploadSerializer, {"files": _files(request)})["files"]
         for upload in uploads:
             reject_oversized_file(upload.name, upload.size, settings.REPROLAB_NOTEBOOK_MAX_BYTES)
         made = submissions.submit(

@@ -134,7 +134,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
         ]
 
 
-class SubmitSerializer(serializers.Serializer):
+class SubmissionUploadSerializer(serializers.Serializer):
     files = serializers.ListField(child=serializers.FileField(), min_length=1, max_length=20)
 
 

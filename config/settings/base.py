@@ -209,6 +209,7 @@ SPECTACULAR_SETTINGS = {
     # Two choice sets share the field name "role": name each enum explicitly.
     "ENUM_NAME_OVERRIDES": {
         "MemberRoleEnum": "apps.projects.models.Role",
+        "CourseRoleEnum": "apps.courses.models.CourseRole",
         "InputRoleEnum": ["notebook", "data"],
         "RecommendationEnum": "apps.review.models.Recommendation",
     },
