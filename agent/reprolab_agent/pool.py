@@ -347,9 +347,9 @@ class WarmPool:
             if self._failures:
                 time.sleep(min(30.0, 0.5 * 2**self._failures))
 
-    def _make_spare(self, spec: EnvironmentSpec) -> Slot | None:
-        """A slot ahead of time for a built environment, holding it from eviction; None (and the
-        environment forgotten) when it is no longer built."""
+    def _make_spare(self, spec: EnvironmentSpec) -> Slot:
+        """A slot ahead of time for a built environment, holding it from eviction; EnvironmentGone
+        when it is no longer built (evicted since its run)."""
         assert self.environments is not None  # only a run's environment is remembered
         hold = contextlib.ExitStack()
         try:
