@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
+from .limits import tree_entries
 
 log = logging.getLogger("reprolab_agent")
 
@@ -338,53 +339,60 @@ class EnvironmentCache:
                     continue
                 mark = folder / READY_MARK
                 candidates.append((mark.stat().st_mtime if mark.is_file() else 0.0, folder))
+            total = disk_usage(self.root)  # walked once; each removal subtracts what it freed
             for _, folder in sorted(candidates):  # half-built first (0), then least recently used
-                if disk_usage(self.root) <= self.max_bytes:
+                if total <= self.max_bytes:
                     break
-                if self._remove_unused(folder):
+                freed = self._remove_unused(folder)
+                if freed is not None:
                     removed.append(folder.name)
-            if disk_usage(self.root) > self.max_bytes and self.uv is not None:
+                    total -= freed
+            if total > self.max_bytes and self.uv is not None:
                 with contextlib.suppress(OSError, BuildFailed):
                     self._uv([self.uv, "cache", "clean"], lambda message: None)
         if removed:
             log.info("environment cache: evicted %s", ", ".join(sha[:12] for sha in removed))
         return removed
 
-    def _remove_unused(self, folder: Path) -> bool:
-        """Remove an environment no run holds and no build is writing; False if one is."""
+    def _remove_unused(self, folder: Path) -> int | None:
+        """Remove an environment no run holds and no build is writing; returns the bytes that
+        freed, or None when it is in use."""
         with (
             open(self._lock_file(folder.name, "use"), "a+b") as use,
             open(self._lock_file(folder.name, "build"), "a+b") as build,
         ):
             if not (_try_lock(use, fcntl.LOCK_EX) and _try_lock(build, fcntl.LOCK_EX)):
-                return False
+                return None
+            freed = freed_by_removing(folder)
             (folder / READY_MARK).unlink(missing_ok=True)  # not ready from here on, whatever remains
             shutil.rmtree(folder, ignore_errors=True)
-        return True
+        return freed
 
 
 def disk_usage(root: Path) -> int:
     """Bytes of disk under `root`, each file once however many hard links it has."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    stack = [str(root)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
+    for info in tree_entries(root):
+        if info is None or (info.st_dev, info.st_ino) in seen:
             continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) in seen:
-                continue
-            seen.add((info.st_dev, info.st_ino))
-            total += info.st_blocks * 512
-            if stat.S_ISDIR(info.st_mode):
-                stack.append(entry.path)
+        seen.add((info.st_dev, info.st_ino))
+        total += info.st_blocks * 512
     return total
+
+
+def freed_by_removing(folder: Path) -> int:
+    """Bytes of disk that removing `folder` frees: its folders, and the files all of whose hard
+    links are in it (a file uv also links from its cache stays on disk)."""
+    inodes: dict[tuple[int, int], list[int]] = {}  # inode -> [links seen here, links in all, bytes]
+    for info in tree_entries(folder):
+        if info is None:
+            continue
+        links = 1 if stat.S_ISDIR(info.st_mode) else info.st_nlink  # a folder's count is its subfolders'
+        seen = inodes.setdefault((info.st_dev, info.st_ino), [0, links, info.st_blocks * 512])
+        seen[0] += 1
+    own = folder.lstat().st_blocks * 512
+    return own + sum(size for here, links, size in inodes.values() if here >= links)
 
 
 def _wait_for_lock(lock: Any, stop: Callable[[], str]) -> None:

@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,10 @@ def apply_rlimits(limits: Limits) -> None:
 MAX_ENTRIES = 200_000  # files and folders in a run's working directory (inodes are a shared disk's)
 
 
-def folder_usage(root: Path, *, stop_above: int | None = None) -> tuple[int, int]:
-    """(bytes, entries) under `root`: blocks of files and folders, never through links, walked
-    iteratively (a run may nest folders past any recursion limit); stops early past
-    `stop_above` bytes or MAX_ENTRIES entries."""
-    total = entries = 0
+def tree_entries(root: Path) -> Iterator[os.stat_result | None]:
+    """Everything under `root` (not `root` itself), as lstat results (None for an entry that
+    vanished before it could be read): never through links, walked iteratively (a run may nest
+    folders past any recursion limit)."""
     stack = [str(root)]
     while stack:
         try:
@@ -101,16 +101,27 @@ def folder_usage(root: Path, *, stop_above: int | None = None) -> tuple[int, int
         except OSError:
             continue
         for entry in scanned:
-            entries += 1
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
+                yield None
                 continue
-            total += info.st_blocks * 512 if info.st_blocks else info.st_size
+            yield info
             if stat.S_ISDIR(info.st_mode):
                 stack.append(entry.path)
-            if (stop_above is not None and total > stop_above) or entries > MAX_ENTRIES:
-                return total, entries
+
+
+def folder_usage(root: Path, *, stop_above: int | None = None) -> tuple[int, int]:
+    """(bytes, entries) under `root`: blocks of files and folders; stops early past
+    `stop_above` bytes or MAX_ENTRIES entries."""
+    total = entries = 0
+    for info in tree_entries(root):
+        entries += 1
+        if info is None:
+            continue
+        total += info.st_blocks * 512 if info.st_blocks else info.st_size
+        if (stop_above is not None and total > stop_above) or entries > MAX_ENTRIES:
+            break
     return total, entries
 
 

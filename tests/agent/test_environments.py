@@ -3,6 +3,8 @@
 kernel inside the sandbox, with a spare slot kept warm for an environment in use."""
 
 import fcntl
+import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -17,6 +19,8 @@ from reprolab_agent.envs import (
     EnvironmentCache,
     EnvironmentSpec,
     describe_environment,
+    disk_usage,
+    freed_by_removing,
     missing_module_hint,
 )
 
@@ -211,3 +215,17 @@ def test_the_environments_folder_is_passable_but_its_locks_and_cache_are_the_age
     assert stat.S_IMODE(cache.root.stat().st_mode) == 0o711
     assert stat.S_IMODE((cache.root / ".locks").stat().st_mode) == 0o700
     assert stat.S_IMODE((cache.root / ".uv-cache").stat().st_mode) == 0o700
+
+
+def test_what_eviction_counts_as_freed_is_what_removing_frees(tmp_path):
+    """Hard links into uv's cache free nothing; links that all lie in the folder free their file once."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "env" / "sub" / "deep").mkdir(parents=True)
+    (tmp_path / "cache" / "a").write_bytes(b"x" * 100_000)
+    os.link(tmp_path / "cache" / "a", tmp_path / "env" / "sub" / "a")
+    (tmp_path / "env" / "b").write_bytes(b"y" * 100_000)
+    os.link(tmp_path / "env" / "b", tmp_path / "env" / "sub" / "b2")
+    before, freed = disk_usage(tmp_path), freed_by_removing(tmp_path / "env")
+    shutil.rmtree(tmp_path / "env")
+    assert before - freed == disk_usage(tmp_path)
+    assert freed >= 100_000  # b, once
