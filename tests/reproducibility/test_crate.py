@@ -89,14 +89,14 @@ def finished_run(db):
     return owner, run
 
 
-def test_run_crate_validates_and_describes_the_run(client_for, finished_run, tmp_path):
-    owner, run = finished_run
-    response = client_for(owner).get(f"/api/v1/runs/{run.pk}/crate.zip")
+def validated_crate(client, run, tmp_path) -> Path:
+    """The run's crate.zip as `client` downloads it, checked against Process Run Crate 0.5 at
+    REQUIRED level (offline); its path."""
+    response = client.get(f"/api/v1/runs/{run.pk}/crate.zip")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
     crate_zip = tmp_path / "crate.zip"
     crate_zip.write_bytes(b"".join(response.streaming_content))
-
     result = validator.validate(
         {
             "rocrate_uri": str(crate_zip),
@@ -107,6 +107,12 @@ def test_run_crate_validates_and_describes_the_run(client_for, finished_run, tmp
         }
     )
     assert result.passed(), [issue.message for issue in result.get_issues()]
+    return crate_zip
+
+
+def test_run_crate_validates_and_describes_the_run(client_for, finished_run, tmp_path):
+    owner, run = finished_run
+    crate_zip = validated_crate(client_for(owner), run, tmp_path)
 
     with zipfile.ZipFile(crate_zip) as archive:
         metadata = json.loads(archive.read("ro-crate-metadata.json"))

@@ -11,9 +11,6 @@ import json
 import zipfile
 from typing import Any
 
-from rocrate_validator import services as validator
-from rocrate_validator.models import Severity
-
 from apps.compute import services as compute
 from apps.compute.models import Run
 from apps.environments.models import Declaration, EnvironmentLock
@@ -22,7 +19,7 @@ from apps.reproducibility.models import RunReport
 from apps.reproducibility.services import environment_record
 from tests.factories import make_project, make_user, upload_notebook
 
-from .test_crate import offline_validator_cache
+from .test_crate import validated_crate
 from .test_environment import SNAPSHOT
 from .test_reproductions import executed
 
@@ -104,21 +101,7 @@ def finished_run(slug: str, lock: EnvironmentLock | None, source: str = SOURCE, 
 
 
 def crate_of(client_for, run: Run, tmp_path) -> tuple[dict[str, Any], zipfile.ZipFile]:
-    response = client_for(run.created_by).get(f"/api/v1/runs/{run.pk}/crate.zip")
-    assert response.status_code == 200
-    crate_zip = tmp_path / "crate.zip"
-    crate_zip.write_bytes(b"".join(response.streaming_content))
-    result = validator.validate(
-        {
-            "rocrate_uri": str(crate_zip),
-            "profile_identifier": "process-run-crate-0.5",
-            "requirement_severity": Severity.REQUIRED,
-            "offline": True,
-            "cache_path": offline_validator_cache(tmp_path),
-        }
-    )
-    assert result.passed(), [issue.message for issue in result.get_issues()]
-    archive = zipfile.ZipFile(crate_zip)
+    archive = zipfile.ZipFile(validated_crate(client_for(run.created_by), run, tmp_path))
     metadata = json.loads(archive.read("ro-crate-metadata.json"))
     return {entity["@id"]: entity for entity in metadata["@graph"]}, archive
 
