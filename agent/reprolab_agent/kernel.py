@@ -169,19 +169,19 @@ def connect(connection_file: str, kernel: ForkedKernel, *, timeout: float = 60.0
     return client
 
 
-def register_engine(kernel: ForkedKernel, client: Any, *, output_bytes: int, on_cut: Any = None) -> None:
-    """Make papermill's engine `ENGINE` run on `kernel` through `client`, already connected,
-    keeping what the run displays within `output_bytes` (0: no cap)."""
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, papermill_engines
-    from papermill.utils import merge_kwargs, remove_args
+def capped_client(base: Any, *, output_bytes: int, on_cut: Any = None) -> Any:
+    """`base` (an nbclient NotebookClient class) keeping what a run displays within
+    `output_bytes` (0: no cap): past it, outputs and widget state are dropped (and not streamed
+    either), with one note in the notebook saying so. A subclass may exempt messages (`exempt`)."""
 
-    class CappedClient(PapermillNotebookClient):
-        """Keeps what a run displays within its output limit: past it, outputs and widget state
-        are dropped (and not streamed either), with one note in the notebook saying so."""
+    budget = _Budget()
+
+    class CappedClient(base):
+        def exempt(self, msg: dict[str, Any], cell_index: int) -> bool:
+            return False
 
         def over_budget(self, outs: Any, msg: dict[str, Any], cell_index: int) -> bool:
-            if not output_bytes:
+            if not output_bytes or self.exempt(msg, cell_index):
                 return False
             budget.spent += message_bytes(msg)
             if budget.spent <= output_bytes:
@@ -207,7 +207,17 @@ def register_engine(kernel: ForkedKernel, client: Any, *, output_bytes: int, on_
                 return
             super().handle_comm_msg(outs, msg, cell_index)
 
-    budget = _Budget()
+    return CappedClient
+
+
+def register_engine(kernel: ForkedKernel, client: Any, *, output_bytes: int, on_cut: Any = None) -> None:
+    """Make papermill's engine `ENGINE` run on `kernel` through `client`, already connected,
+    keeping what the run displays within `output_bytes` (0: no cap)."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.utils import merge_kwargs, remove_args
+
+    CappedClient = capped_client(PapermillNotebookClient, output_bytes=output_bytes, on_cut=on_cut)
 
     class WarmEngine(NBClientEngine):
         @classmethod

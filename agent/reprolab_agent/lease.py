@@ -39,6 +39,10 @@ class RunContext:
     finished: threading.Event = field(default_factory=threading.Event)
     current_cell: int | None = None  # the cell executing now, as its events said
     timed_out: bool = False  # the watch ended the run at its timeout_seconds
+    # A grading run: what the grader observed of each test cell (GRADE payloads, with cell_index),
+    # and the last execution's own word (its executed notebook, whether it finished).
+    grades: list[dict[str, Any]] = field(default_factory=list)
+    graded: dict[str, Any] | None = None
 
     @property
     def run(self) -> dict[str, Any]:

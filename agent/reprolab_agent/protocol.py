@@ -29,7 +29,8 @@ STREAM: Final = "stream"
 OUTPUT: Final = "output"
 RESOURCES: Final = "resources"
 LOG: Final = "log"
-AGENT_EVENT_KINDS: Final = frozenset({CELL_STARTED, CELL_EXECUTED, STREAM, OUTPUT, RESOURCES, LOG})
+GRADE: Final = "grade"  # a grading run: what the agent saw of one test cell (see COMPLETE_GRADING)
+AGENT_EVENT_KINDS: Final = frozenset({CELL_STARTED, CELL_EXECUTED, STREAM, OUTPUT, RESOURCES, LOG, GRADE})
 # ...and what the site records itself.
 STATE: Final = "state"
 CANCEL_REQUESTED: Final = "cancel_requested"
@@ -56,6 +57,21 @@ RUN_NOTEBOOK_INLINE: Final = "notebook_inline"
 # "requires_python", "packages"} (the lock text is the file uv installs from), or absent/None:
 # the node's base environment.
 RUN_ENVIRONMENT: Final = "environment"
+# What the run is: a notebook to execute (papermill), or a submitted notebook to grade
+# (reprolab_agent.grading), with RUN_GRADING {"cell_timeout": seconds}. A site older than kinds
+# sends neither: a notebook run.
+RUN_KIND: Final = "kind"
+KIND_NOTEBOOK: Final = "notebook"
+KIND_GRADING: Final = "grading"
+RUN_KINDS: Final = (KIND_NOTEBOOK, KIND_GRADING)
+RUN_GRADING: Final = "grading"
+# A grading run's completion (POST .../complete/) carries what the agent observed of each test
+# cell, from outside the student's kernel: {"cells": [GRADE payloads], "finished": bool}, where
+# `finished` says every cell was executed (false: the run was stopped, or its kernel died).
+COMPLETE_GRADING: Final = "grading"
+# Where a grading run's feedback notebook goes: an artifact of this name (the students' view,
+# executed without hidden tests).
+FEEDBACK_ARTIFACT: Final = "feedback.ipynb"
 # Names in a run's working directory that are the agent's (the notebook, its output, the kernel's
 # sockets, the run's temporary folder): no input file may take them (the site refuses such runs).
 NOTEBOOK_FILE: Final = "_input.ipynb"

@@ -38,6 +38,10 @@ class Results:
             body = read_regular(output, limit=MAX_OUTPUT_BYTES)
         except OSError as error:
             raise RuntimeError(f"the output notebook is not a regular file the run wrote ({error})") from error
+        self.upload_notebook(ctx, body)
+
+    def upload_notebook(self, ctx: RunContext, body: bytes) -> None:
+        """The executed notebook, as the run's output."""
         ctx.call(
             "PUT",
             protocol.URL_OUTPUT,
@@ -113,27 +117,45 @@ class Results:
                 log.warning("run %s: artifact %s not kept: %s", ctx.run_id, relative, error)
                 continue
             sha256 = hashlib.sha256(body).hexdigest()
-            headers = {
-                "Content-Type": "application/octet-stream",
-                protocol.HEADER_LEASE_ID: ctx.lease_id,
-                protocol.HEADER_SHA256: sha256,
-            }
+            headers = {}
             item = references.get(relative)
             # The very same bytes need no comparison: the site sees equal digests.
             comparison = self.compare_with_reference(ctx, item, path) if item and item["sha256"] != sha256 else None
             if comparison is not None:
                 headers[protocol.HEADER_REFERENCE_COMPARISON] = json.dumps(comparison, separators=(",", ":"))
-            reply = self.client.call(
-                "PUT",
-                artifacts_url + urllib.parse.quote(relative),
-                data=body,
-                token=ctx.token,
-                headers=headers,
-            )
-            if reply.status in (401, 409):
-                ctx.lease_lost.set()
-                raise LeaseLost(f"run {ctx.run_id}: lease lost while uploading artifacts")
-            if reply.status >= 400:  # a refused artifact (bad name, too big) does not fail the run
-                log.warning(
-                    "run %s: artifact %s refused: HTTP %s %r", ctx.run_id, relative, reply.status, reply.body[:200]
-                )
+            try:
+                self.put_artifact(ctx, relative, body, headers=headers)
+            except RuntimeError as error:  # a refused artifact (bad name, too big) does not fail the run
+                log.warning("run %s: artifact %s refused: %s", ctx.run_id, relative, error)
+
+    def put_artifact(
+        self,
+        ctx: RunContext,
+        relative: str,
+        body: bytes,
+        *,
+        content_type: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """One artifact of the run, at `relative`; RuntimeError when the site refuses it,
+        LeaseLost when the run is no longer this node's."""
+        artifacts_url = ctx.url(protocol.URL_ARTIFACTS)
+        if artifacts_url is None:
+            return
+        reply = self.client.call(
+            "PUT",
+            artifacts_url + urllib.parse.quote(relative),
+            data=body,
+            token=ctx.token,
+            headers={
+                "Content-Type": content_type or "application/octet-stream",
+                protocol.HEADER_LEASE_ID: ctx.lease_id,
+                protocol.HEADER_SHA256: hashlib.sha256(body).hexdigest(),
+                **(headers or {}),
+            },
+        )
+        if reply.status in (401, 409):
+            ctx.lease_lost.set()
+            raise LeaseLost(f"run {ctx.run_id}: lease lost while uploading artifacts")
+        if reply.status >= 400:
+            raise RuntimeError(f"HTTP {reply.status} {reply.body[:200]!r}")

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .environment import KernelChoice, capture
 from .envs import BuildFailed, BuildStopped, Environment, EnvironmentCache, EnvironmentSpec, missing_module_hint
 from .execute import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED, EXIT_SUCCEEDED
 from .gpus import GpuSampler, GpuSlots
+from .grading import GRADED
 from .inputs import NOTEBOOK, OUTPUT, place_files, place_notebook
 from .lease import EventSender, Heartbeat, LeaseLost, RunContext
 from .limits import Limits, describe
@@ -36,6 +37,10 @@ log = logging.getLogger("reprolab_agent")
 
 EXIT_STATES = {EXIT_SUCCEEDED: protocol.SUCCEEDED, EXIT_NOTEBOOK_RAISED: protocol.FAILED, EXIT_FAILED: protocol.FAILED}
 RELEASE_RETRY_SECONDS = 10.0  # a release is worth a few retries; then the lease expires instead
+
+
+class SlotUnavailable(RuntimeError):
+    """The node could not make a sandbox or a kernel for the run now (its failure, not the run's)."""
 
 
 class RunExecutor:
@@ -161,17 +166,33 @@ class RunExecutor:
         gpus: Sequence[int],
         environment: Environment | None,
     ) -> str:
+        if ctx.run.get(protocol.RUN_KIND) == protocol.KIND_GRADING:
+            from .grading_run import GradingJob
+
+            return GradingJob(self, ctx, events, gpus=gpus, environment=environment).run()
+        try:
+            with self.slot_for(ctx, network=network, gpus=gpus, environment=environment) as slot:
+                return self._on_slot(ctx, slot, events, environment)
+        except SlotUnavailable as error:
+            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not prepare the run: {error}")
+
+    @contextlib.contextmanager
+    def slot_for(
+        self, ctx: RunContext, *, network: bool, gpus: Sequence[int], environment: Environment | None
+    ) -> Iterator[Slot]:
+        """A slot of the pool for the run, its working directory the run's; afterwards no process
+        of it survives. SlotUnavailable when the node cannot make a sandbox or a kernel now."""
         try:
             if self.pool is None:
                 raise RuntimeError("the agent has no warm pool")
             slot = self.pool.take(network=network, gpus=gpus, environment=environment)
-        except Exception as error:  # the node cannot make a sandbox or a kernel now
-            return self.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not prepare the run: {error}")
+        except Exception as error:
+            raise SlotUnavailable(str(error)) from error
         try:
             ctx.workdir = slot.workdir
-            return self._on_slot(ctx, slot, events, environment)
+            yield slot
         finally:
-            self.pool.discard(slot)  # no process of the run survives this
+            self.pool.discard(slot)
             self.pool.remove(slot)
             self.pool.give_back()
 
@@ -188,7 +209,9 @@ class RunExecutor:
         if ctx.shutdown.is_set():
             return self.release(ctx, protocol.RELEASE_SHUTDOWN, "the agent stopped before the run started")
         snapshot = threading.Thread(
-            target=self._record_environment, args=(ctx, notebook, kernel, slot, environment), daemon=True
+            target=self._record_environment,
+            args=(ctx, notebook.stat().st_size, kernel, slot, environment),
+            daemon=True,
         )
         snapshot.start()  # sent while the run executes: nothing waits on it but `complete`
         try:
@@ -202,13 +225,13 @@ class RunExecutor:
         return self._settle(ctx, code, last_log, environment)
 
     def _record_environment(
-        self, ctx: RunContext, notebook: Path, kernel: KernelChoice, slot: Slot, environment: Environment | None
+        self, ctx: RunContext, notebook_size: int, kernel: KernelChoice, slot: Slot, environment: Environment | None
     ) -> None:
         """The environment snapshot. The inputs' sha256 are the ones verified on fetch (the
         node's cache is content-addressed), so nothing is hashed twice."""
         run = ctx.run
         inputs = [{"role": "notebook", "path": run["notebook_path"], "sha256": run["notebook_sha256"]}]
-        inputs[0]["size"] = notebook.stat().st_size
+        inputs[0]["size"] = notebook_size
         inputs += [
             {"role": "data", "path": f["path"], "sha256": f["sha256"], "size": f["size"], "dataset": f.get("dataset")}
             for f in run["files"]
@@ -222,10 +245,21 @@ class RunExecutor:
             ctx.call("POST", protocol.URL_ENVIRONMENT, json_body={"lease_id": ctx.lease_id, "environment": snapshot})
 
     def _run_job(
-        self, ctx: RunContext, slot: Slot, kernel: KernelChoice, events: EventSender, environment: Environment | None
+        self,
+        ctx: RunContext,
+        slot: Slot,
+        kernel: KernelChoice,
+        events: EventSender,
+        environment: Environment | None,
+        *,
+        job: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, str]:
-        """Start the job on the slot's waiting kernel, forward its events until it ends, with
-        the watch over it. Returns the exit code and the last log message."""
+        """Start the job on the slot's waiting kernel (by default: papermill on the run's
+        notebook), forward its events until it ends, with the watch over it (for `timeout`, by
+        default the run's). Returns the exit code and the last log message. A grading job's
+        observations (GRADE) are also kept in `ctx.grades`, its executed notebook in
+        `ctx.graded`."""
         message = f"{kernel.describe()}; isolation: {self.sandbox.level}"
         message += f"; environment {environment.spec.short}" if environment else "; the node's base environment"
         if slot.gpus:
@@ -237,7 +271,8 @@ class RunExecutor:
             }
         )
         slot.start(
-            {
+            job
+            or {
                 "input": NOTEBOOK,
                 "output": OUTPUT,
                 "parameters": ctx.run["parameters"],
@@ -253,7 +288,7 @@ class RunExecutor:
             slot,
             events,
             limits=self.limits,
-            timeout=float(ctx.run["timeout_seconds"]),
+            timeout=float(ctx.run["timeout_seconds"]) if timeout is None else timeout,
             gpus=(lambda: sampler.sample(slot.gpus)) if sampler is not None and slot.gpus else None,
         )
         watch.start()
@@ -266,6 +301,10 @@ class RunExecutor:
                     last_log = str((event.get("payload") or {}).get("message", ""))
                 elif kind == protocol.CELL_STARTED:
                     ctx.current_cell = event.get("cell_index")
+                elif kind == protocol.GRADE:
+                    ctx.grades.append({**(event.get("payload") or {}), "cell_index": event.get("cell_index")})
+                elif kind == GRADED:
+                    ctx.graded = event.get("payload") or {}
                 if kind in protocol.AGENT_EVENT_KINDS:
                     events.add(event)
         finally:
@@ -321,9 +360,11 @@ class RunExecutor:
         return f"{reason}: {last_log}" if last_log else f"{reason}."
 
     # -- ending a run ---------------------------------------------------------------------------------
-    def complete(self, ctx: RunContext, state: str, error: str = "") -> str:
+    def complete(self, ctx: RunContext, state: str, error: str = "", **extra: Any) -> str:
+        """Report the run's end (`extra`: what a run of another kind reports with it)."""
         ctx.settled.set()  # the heartbeat stops renewing: this call ends the lease
-        ctx.call("POST", protocol.URL_COMPLETE, json_body={"lease_id": ctx.lease_id, "state": state, "error": error})
+        body = {"lease_id": ctx.lease_id, "state": state, "error": error, **extra}
+        ctx.call("POST", protocol.URL_COMPLETE, json_body=body)
         log.info("run %s: %s", ctx.run_id, state)
         return state
 

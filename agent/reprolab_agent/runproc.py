@@ -35,6 +35,7 @@ from .kernel import (
     ENGINE,
     KERNEL_FOLDER,
     ForkedKernel,
+    capped_client,
     cold_command,
     connect,
     register_engine,
@@ -110,7 +111,7 @@ def _serve(spec: dict[str, Any], fds: dict[str, Any]) -> int:
         kernel.shutdown_kernel()
         return 0
     job = json.loads(line)
-    runner = _JobRunner(ours, kernel, client, limits)
+    runner = _JobRunner(ours, kernel, client, limits, kernel_python=spec.get("kernel_python") or "")
     threading.Thread(target=_follow_job_channel, args=(job_channel, runner), daemon=True).start()
     return runner.run(job)
 
@@ -126,6 +127,10 @@ def _start_kernel(channel: socket.socket, request: dict[str, Any], name: str = "
     return ForkedKernel(int(reply["pid"]), fds[0], kernel_name=name)
 
 
+def _report_grade(observation: dict[str, Any]) -> None:
+    execute.emit(protocol.GRADE, observation.pop("index"), **observation)
+
+
 def _follow_job_channel(channel: Any, runner: _JobRunner) -> None:
     """After the job: {"interrupt": true} interrupts the kernel (and what it started); end of
     file means the agent let go of the run, so everything ends now."""
@@ -138,13 +143,18 @@ def _follow_job_channel(channel: Any, runner: _JobRunner) -> None:
 
 
 class _JobRunner:
-    def __init__(self, keeper_channel: socket.socket, kernel: ForkedKernel, client: Any, limits: Limits):
+    def __init__(
+        self, keeper_channel: socket.socket, kernel: ForkedKernel, client: Any, limits: Limits, *, kernel_python: str
+    ):
         self.keeper = keeper_channel
         self.kernel = kernel
         self.client = client
         self.limits = limits
+        self.kernel_python = kernel_python  # a declared environment's Python ("": the warm kernel)
 
     def run(self, job: dict[str, Any]) -> int:
+        if job.get("kind") == protocol.KIND_GRADING:
+            return self.grade(job)
         name = job.get("kernel") or None
         try:
             # In a declared environment, the environment's kernel serves the notebook's (Python) kernel.
@@ -175,6 +185,55 @@ class _JobRunner:
             with contextlib.suppress(Exception):
                 self.client.stop_channels()
             self.kernel.shutdown_kernel()
+
+    def grade(self, job: dict[str, Any]) -> int:
+        """One execution of a grading run (reprolab_agent.grading): `phase` "feedback" (the
+        notebook without hidden tests, as the student would run it) or "graded" (every cell,
+        test cells guarded and observed). The executed notebook is the last event, never a file:
+        the run's folder is the student code's to write in."""
+        import nbformat
+        from jupyter_core.utils import run_sync
+        from nbclient import NotebookClient
+
+        from . import grading
+
+        name = job.get("kernel") or None
+        try:
+            if name and not job.get("environment") and not serves_warm(name):
+                self._go_cold(name)
+        except RuntimeError as error:
+            execute.emit(protocol.LOG, message=str(error))
+            return execute.EXIT_KERNEL_DID_NOT_START
+        except Exception as error:
+            execute.emit(protocol.LOG, message=f"{type(error).__name__}: {error}")
+            return execute.EXIT_FAILED
+        nb = nbformat.from_dict(job["notebook"])
+        graded = job.get("phase") == "graded"
+
+        def cut(cell_index: int) -> None:
+            execute.emit(protocol.LOG, cell_index, message="output past the run's limit was dropped", limit="output")
+
+        capped = capped_client(NotebookClient, output_bytes=self.limits.output_mb * 2**20, on_cut=cut)
+        execution = grading.Execution(
+            grading.observing_client(capped),
+            nb,
+            self.kernel,
+            self.client,
+            cell_timeout=int(job.get("cell_timeout") or 30),
+        )
+        try:
+            if graded:
+                finished = run_sync(grading.graded_execution)(execution, execute.Progress(), _report_grade)
+                note = "" if finished else "the grading stopped early"
+            else:
+                note = run_sync(grading.feedback_execution)(execution)
+                finished = not note
+        finally:
+            with contextlib.suppress(Exception):
+                self.client.stop_channels()
+            self.kernel.shutdown_kernel()
+        execute.emit(grading.GRADED, notebook=nb, finished=finished, note=note)
+        return execute.EXIT_SUCCEEDED
 
     def _go_cold(self, name: str) -> None:
         """Replace the warm kernel by the one the notebook asks for."""

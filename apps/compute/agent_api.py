@@ -245,7 +245,11 @@ class AgentCompleteApi(AgentApi):
         data = validated(CompleteSerializer, request.data)
         try:
             run = services.run_complete(
-                run=run, lease_id=str(data["lease_id"]), state=data["state"], error=data["error"]
+                run=run,
+                lease_id=str(data["lease_id"]),
+                state=data["state"],
+                error=data["error"],
+                grading=data.get("grading"),
             )
         except services.StaleLease as exc:
             return stale_lease_response(exc)

@@ -62,6 +62,7 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             "kernel_name": version.kernel_name,
             "parameters": run.parameters,
             "timeout_seconds": run.timeout_seconds,
+            protocol.RUN_KIND: run.kind,
             "files": files,
             protocol.RUN_REQUIREMENTS: read_requirements(run.requirements).as_json(),
             protocol.RUN_ENVIRONMENT: run.environment_lock.as_claim() if run.environment_lock else None,
@@ -80,6 +81,8 @@ def claim_payload(claim: services.Claim, request: HttpRequest) -> dict[str, Any]
             protocol.URL_ARTIFACTS: url("agent-run-artifact", path="x")[: -len("x")],
         },
     }
+    if run.kind == protocol.KIND_GRADING:
+        payload[protocol.CLAIM_RUN][protocol.RUN_GRADING] = {"cell_timeout": settings.REPROLAB_GRADING_CELL_TIMEOUT}
     if version.size <= protocol.NOTEBOOK_INLINE_MAX_BYTES:  # else the agent GETs it from URL_NOTEBOOK
         with default_storage.open(version.storage_name, "rb") as blob:
             payload[protocol.CLAIM_RUN][protocol.RUN_NOTEBOOK_INLINE] = base64.b64encode(blob.read()).decode()

@@ -62,8 +62,15 @@ ACTIVE_STATES = (RunState.LEASED, RunState.RUNNING)
 FINAL_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST)
 
 
+class RunKind(models.TextChoices):
+    NOTEBOOK = protocol.KIND_NOTEBOOK, "Notebook run"
+    # A submitted notebook graded on a node (apps.courses.grading; reprolab_agent.grading).
+    GRADING = protocol.KIND_GRADING, "Grading"
+
+
 class Run(models.Model):
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=10, choices=RunKind.choices, default=RunKind.NOTEBOOK)
     notebook_version = models.ForeignKey("projects.NotebookVersion", on_delete=models.PROTECT, related_name="runs")
     parameters = models.JSONField(default=dict, blank=True)
     input_datasets = models.ManyToManyField("projects.DatasetVersion", blank=True, related_name="runs")
@@ -94,6 +101,10 @@ class Run(models.Model):
     # nodes no member of the project owns, may run it (apps/compute/trust.py).
     independent = models.BooleanField(default=False)
 
+    # A grading run: what the agent observed of each test cell, sent with its completion
+    # ({"cells": [...], "finished": bool}, reprolab_agent.protocol.COMPLETE_GRADING).
+    grading_report = models.JSONField(default=dict, blank=True)
+
     state = models.CharField(max_length=10, choices=RunState.choices, default=RunState.QUEUED, db_index=True)
     attempt = models.PositiveSmallIntegerField(default=1)
     max_attempts = models.PositiveSmallIntegerField(default=3)
@@ -114,7 +125,10 @@ class Run(models.Model):
     pending_output = models.JSONField(default=dict, blank=True)
 
     last_event_seq = models.PositiveIntegerField(default=0)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="runs")
+    # Blank for a run the site makes itself (grading a submission: apps.courses.grading).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

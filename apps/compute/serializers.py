@@ -275,9 +275,40 @@ class HeartbeatSerializer(LeaseSerializer):
     running = serializers.BooleanField(required=False, default=False)
 
 
+class GradeObservationSerializer(serializers.Serializer):
+    """What an agent saw of one test cell of a grading run (reprolab_agent.grading.observe)."""
+
+    grade_id = serializers.CharField(max_length=200, allow_blank=True)
+    cell_index = serializers.IntegerField(min_value=0, max_value=1_000_000, allow_null=True)
+    reply = serializers.ChoiceField(choices=["ok", "error", "timeout", "none"])
+    proof = serializers.BooleanField()
+    reset = serializers.BooleanField()
+    undone = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=50, required=False, default=list
+    )
+    restored = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=50, required=False, default=list
+    )
+    error = serializers.BooleanField()
+    ename = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False)
+    evalue = serializers.CharField(max_length=2000, allow_blank=True, trim_whitespace=False)
+    stderr = serializers.BooleanField()
+    result = serializers.CharField(max_length=200, allow_blank=True, allow_null=True, trim_whitespace=False)
+    seconds = serializers.FloatField(min_value=0, max_value=1e7)
+    note = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
+
+
+class GradingReportSerializer(serializers.Serializer):
+    cells = serializers.ListField(child=GradeObservationSerializer(), max_length=10_000)
+    finished = serializers.BooleanField()
+
+
 class CompleteSerializer(LeaseSerializer):
     state = serializers.ChoiceField(choices=list(protocol.COMPLETION_STATES))
     error = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    grading = GradingReportSerializer(
+        required=False, help_text="A grading run only: what the node observed of each test cell."
+    )
 
 
 class ReleaseSerializer(LeaseSerializer):

@@ -12,7 +12,8 @@ from django.http import FileResponse, Http404
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -37,6 +38,7 @@ from .models import (
     CourseMembership,
     CourseRole,
     Extension,
+    FileGradingState,
     Submission,
 )
 from .serializers import (
@@ -49,6 +51,7 @@ from .serializers import (
     JoinSerializer,
     MemberWriteSerializer,
     RosterSerializer,
+    StaffSubmissionSerializer,
     SubmissionSerializer,
     SubmissionUploadSerializer,
 )
@@ -295,10 +298,37 @@ class ReleaseView(GenericAPIView):
         )
 
 
-class SubmissionsView(mixins.ListModelMixin, GenericAPIView):
-    """GET: submissions to the assignment (a student: their own; teaching staff: everyone's).
-    POST (students), multipart `files`: the assignment's notebooks, by name. Each submission is
-    immutable; the server's receipt time decides lateness."""
+def _submissions(request: Request, course: Course, assignment: Assignment) -> QuerySet[Submission]:
+    """The assignment's submissions the requester may see: a student, their own; staff, all."""
+    found = assignment.submissions.select_related("student", "assignment__course").prefetch_related("files__cells")
+    return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(request))
+
+
+class SubmissionReadMixin(GenericAPIView):
+    """Submissions as their reader may see them: teaching staff get the grader's notes too
+    (StaffSubmissionSerializer); results only once visible to the reader."""
+
+    def _staff(self) -> bool:
+        return role_in(course_for(self.request.user, self.kwargs["slug"])) in STAFF_ROLES
+
+    def get_serializer_class(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):  # the schema documents what students get
+            return SubmissionSerializer
+        return StaffSubmissionSerializer if self._staff() else SubmissionSerializer
+
+    def serialize(self, found: Any, *, many: bool = False) -> Any:
+        rows = list(found) if many else [found]
+        staff = self._staff()
+        visible = {s.pk: submissions.results_visible(s, staff=staff) for s in rows}
+        context = {**self.get_serializer_context(), "staff": staff, "results_visible": visible}
+        return self.get_serializer_class()(found, many=many, context=context).data
+
+
+class SubmissionsView(SubmissionReadMixin):
+    """GET: submissions to the assignment (a student: their own; teaching staff: everyone's),
+    with their scores and per-cell results once visible. POST (students), multipart `files`: the
+    assignment's notebooks, by name. Each submission is immutable, is timed by the server, and is
+    queued for grading at once."""
 
     queryset = Submission.objects.none()  # the model, for the schema; get_queryset scopes it
     serializer_class = SubmissionSerializer
@@ -307,11 +337,12 @@ class SubmissionsView(mixins.ListModelMixin, GenericAPIView):
 
     def get_queryset(self) -> QuerySet[Submission]:
         course, assignment = _assignment(self.request, self.kwargs["slug"], self.kwargs["name"])
-        found = assignment.submissions.select_related("student", "assignment").prefetch_related("files")
-        return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(self.request))
+        return _submissions(self.request, course, assignment)
 
+    @extend_schema(responses={200: SubmissionSerializer(many=True)})
     def get(self, request: Request, slug: str, name: str) -> Response:
-        return self.list(request)
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.serialize(page, many=True))
 
     @extend_schema(request={"multipart/form-data": SubmissionUploadSerializer}, responses={201: SubmissionSerializer})
     def post(self, request: Request, slug: str, name: str) -> Response:
@@ -328,19 +359,49 @@ class SubmissionsView(mixins.ListModelMixin, GenericAPIView):
             student=authenticated_user(request),
             files=[assignments.Incoming(path=u.name, content=u) for u in uploads],
         )
-        return Response(self.get_serializer(self.get_queryset().get(pk=made.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(self.serialize(self.get_queryset().get(pk=made.pk)), status=status.HTTP_201_CREATED)
 
 
-class SubmissionDetailView(GenericAPIView):
+class SubmissionDetailView(SubmissionReadMixin):
+    """A submission: state, score, late penalty, per-cell results its reader may see, feedback links."""
+
     serializer_class = SubmissionSerializer
     permission_classes = [IsAuthenticated]
 
     def get(self, request: Request, slug: str, name: str, submission_id: int) -> Response:
         course, assignment = _assignment(request, slug, name)
-        found = assignment.submissions.select_related("student", "assignment").prefetch_related("files")
-        if role_in(course) not in STAFF_ROLES:
-            found = found.filter(student=authenticated_user(request))  # another student's is not there (404)
-        return Response(self.get_serializer(get_object_or_404(found, pk=submission_id)).data)
+        submission = get_object_or_404(_submissions(request, course, assignment), pk=submission_id)
+        return Response(self.serialize(submission))
+
+
+class SubmissionFeedbackView(GenericAPIView):
+    """The feedback notebook of one submitted notebook (`?notebook=PATH`): the student's answers
+    executed with the tests they were given, never the hidden ones. 404 until it is graded and
+    its results are visible to the requester."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("notebook", str, required=True)],
+        responses={(200, "application/x-ipynb+json"): OpenApiTypes.OBJECT, **errors(404)},
+    )
+    def get(self, request: Request, slug: str, name: str, submission_id: int) -> HttpResponseBase:
+        course, assignment = _assignment(request, slug, name)
+        submission = get_object_or_404(_submissions(request, course, assignment), pk=submission_id)
+        if not submissions.results_visible(submission, staff=role_in(course) in STAFF_ROLES):
+            raise Http404("No feedback yet.")
+        file = submission.files.filter(
+            path=str(request.query_params.get("notebook", "")), grading_state=FileGradingState.GRADED
+        ).first()
+        artifact = submissions.feedback_artifact(file) if file is not None else None
+        if file is None or artifact is None:
+            raise Http404("No feedback for that notebook.")
+        return blob_response(
+            storage_name=artifact.storage_name,
+            filename=f"feedback-{file.path.rsplit('/', 1)[-1]}",
+            sha256=artifact.sha256,
+            content_type="application/x-ipynb+json",
+        )
 
 
 class ExtensionsView(GenericAPIView):

@@ -14,6 +14,7 @@ from .api import (
     ReleaseView,
     RosterView,
     SubmissionDetailView,
+    SubmissionFeedbackView,
     SubmissionsView,
 )
 
@@ -37,5 +38,10 @@ urlpatterns = [
         f"{C}/assignments/<slug:name>/submissions/<id:submission_id>/",
         SubmissionDetailView.as_view(),
         name="api-course-submission-detail",
+    ),
+    path(
+        f"{C}/assignments/<slug:name>/submissions/<id:submission_id>/feedback/",
+        SubmissionFeedbackView.as_view(),
+        name="api-course-submission-feedback",
     ),
 ]

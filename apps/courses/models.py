@@ -17,6 +17,12 @@ STAFF_ROLES = (CourseRole.INSTRUCTOR, CourseRole.TA)
 class Course(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     title = models.CharField(max_length=200)
+    # Where the course's grading runs live (apps.courses.grading): a private project whose
+    # members are the course's instructors (maintainers: their nodes registered for it grade) and
+    # TAs (viewers: they watch). Students are never members: the graded notebooks hold hidden tests.
+    grading_project = models.OneToOneField(
+        "projects.Project", on_delete=models.SET_NULL, null=True, blank=True, related_name="grading_course"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -89,6 +95,7 @@ class Assignment(models.Model):
         max_length=12, choices=ResultsVisibility.choices, default=ResultsVisibility.IMMEDIATELY
     )
     released_at = models.DateTimeField(null=True, blank=True)
+    grades_released_at = models.DateTimeField(null=True, blank=True)  # results_visibility on_release
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -164,6 +171,12 @@ class Submission(models.Model):
     late_seconds = models.PositiveBigIntegerField(default=0)
     late_penalty_percent = models.FloatField(default=0.0)
     state = models.CharField(max_length=10, choices=SubmissionState.choices, default=SubmissionState.RECEIVED)
+    # Points over the assignment's notebooks (a notebook not submitted scores 0), before and after
+    # the late penalty; None until every notebook is graded and no cell waits for a grader.
+    raw_score = models.FloatField(null=True, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    max_score = models.FloatField(default=0.0)
+    graded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["assignment_id", "student_id", "-number"]
@@ -175,12 +188,29 @@ class Submission(models.Model):
         return f"submission {self.number} of {self.student_id} to {self.assignment_id}"
 
 
+class FileGradingState(models.TextChoices):
+    QUEUED = "queued", "Waiting for a node"
+    GRADED = "graded", "Graded"
+    FAILED = "failed", "Could not be graded"
+
+
 class SubmissionFile(models.Model):
+    """One submitted notebook, and its grading: a run of kind grading in the course's grading
+    project, on the notebook rebuilt from the instructor's source with this file's answers."""
+
     submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="files")
     path = models.CharField(max_length=500)
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     storage_name = models.CharField(max_length=300)
+    run = models.OneToOneField(
+        "compute.Run", on_delete=models.SET_NULL, null=True, blank=True, related_name="graded_file"
+    )
+    grading_state = models.CharField(max_length=10, choices=FileGradingState.choices, default=FileGradingState.QUEUED)
+    grading_error = models.TextField(blank=True)  # why it could not be graded (instructors only)
+    # What rebuilding noticed (instructors only): ["missing answer cell 'q1'", ...]
+    flags = models.JSONField(default=list, blank=True)
+    graded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["submission_id", "path"]
@@ -188,3 +218,42 @@ class SubmissionFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.submission_id}:{self.path}"
+
+
+class CellOutcome(models.TextChoices):
+    PASSED = "passed", "Passed"
+    PARTIAL = "partial", "Partial credit"
+    FAILED = "failed", "Failed"
+    TIMEOUT = "timeout", "Timed out"
+    NO_REPLY = "no_reply", "Not run (no reply)"
+    NO_RESPONSE = "no_response", "No response"
+    NEEDS_GRADING = "needs_grading", "Waiting for a grader"
+    GRADED = "graded", "Graded by hand"
+
+
+class CellGrade(models.Model):
+    """One graded cell of a submitted notebook: an autograder test, a manually graded answer or
+    a task. The score is the grader's where there is one, else the autograder's."""
+
+    file = models.ForeignKey(SubmissionFile, on_delete=models.CASCADE, related_name="cells")
+    grade_id = models.CharField(max_length=200)
+    kind = models.CharField(max_length=10)  # test, manual, task (nbgrader_format.GradedCell)
+    max_points = models.FloatField()
+    auto_points = models.FloatField(null=True, blank=True)
+    manual_points = models.FloatField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=CellOutcome.choices)
+    hidden = models.BooleanField(default=False)  # the test has hidden parts
+    message = models.TextField(blank=True)  # what the student may read (never a hidden test's text)
+    detail = models.TextField(blank=True)  # what the grader saw (instructors and TAs only)
+    flags = models.JSONField(default=list, blank=True)  # suspected tampering, for instructors
+
+    class Meta:
+        ordering = ["file_id", "id"]
+        constraints = [models.UniqueConstraint(fields=["file", "grade_id"], name="unique_cell_grade")]
+
+    def __str__(self) -> str:
+        return f"{self.file_id}:{self.grade_id}"
+
+    @property
+    def points(self) -> float | None:
+        return self.manual_points if self.manual_points is not None else self.auto_points

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from reprolab_agent.grading import HIDDEN_TESTS, replace_regions
 
 SCHEMA_VERSION = 3
 METADATA_KEYS = ("schema_version", "grade", "solution", "locked", "task", "grade_id", "points", "checksum", "cell_type")
@@ -32,7 +33,6 @@ CODE_STUBS = {
 }
 TEXT_STUB = "YOUR ANSWER HERE"
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")
-HIDDEN_TESTS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 MARK_SCHEME = ("BEGIN MARK SCHEME", "END MARK SCHEME")
 OUTPUT_METADATA = ("collapsed", "scrolled")  # nbconvert's ClearOutputPreprocessor drops these
 
@@ -51,14 +51,14 @@ class GradedCell:
         return {"grade_id": self.grade_id, "kind": self.kind, "points": self.points, "index": self.index}
 
 
-def _meta(cell: dict[str, Any]) -> dict[str, Any] | None:
+def nbgrader_metadata(cell: dict[str, Any]) -> dict[str, Any] | None:
     metadata = cell.get("metadata")
     found = metadata.get("nbgrader") if isinstance(metadata, dict) else None
     return found if isinstance(found, dict) else None
 
 
 def _flag(cell: dict[str, Any], key: str) -> bool:
-    meta = _meta(cell)
+    meta = nbgrader_metadata(cell)
     return bool(meta and meta.get(key, False))
 
 
@@ -76,7 +76,7 @@ def is_task(cell: dict[str, Any]) -> bool:
 
 def is_locked(cell: dict[str, Any]) -> bool:
     """As nbgrader: a test (grade, not solution) is locked whatever its flag says."""
-    if _meta(cell) is None or is_solution(cell):
+    if nbgrader_metadata(cell) is None or is_solution(cell):
         return False
     return is_grade(cell) or _flag(cell, "locked")
 
@@ -87,7 +87,7 @@ def source_of(cell: dict[str, Any]) -> str:
 
 
 def _problem(index: int, cell: dict[str, Any], message: str) -> ValidationError:
-    meta = _meta(cell) or {}
+    meta = nbgrader_metadata(cell) or {}
     named = f" ({meta['grade_id']})" if isinstance(meta.get("grade_id"), str) and meta.get("grade_id") else ""
     return ValidationError({"files": f"cell {index + 1}{named}: {message}"})
 
@@ -115,7 +115,7 @@ def validate(nb: dict[str, Any], *, name: str = "notebook") -> list[GradedCell]:
     for index, cell in enumerate(cells):
         if not isinstance(cell, dict):
             raise ValidationError({"files": f"{name}: cell {index + 1} is not a cell."})
-        meta = _meta(cell)
+        meta = nbgrader_metadata(cell)
         source = source_of(cell)
         try:
             json.dumps(cell, ensure_ascii=False).encode()
@@ -181,7 +181,7 @@ def validate(nb: dict[str, Any], *, name: str = "notebook") -> list[GradedCell]:
 
 def checksum(cell: dict[str, Any]) -> str:
     """nbgrader's checksum of a cell (how it notices edited cells)."""
-    meta = _meta(cell) or {}
+    meta = nbgrader_metadata(cell) or {}
     digest = hashlib.md5(usedforsecurity=False)
     digest.update(source_of(cell).encode())
     digest.update(str(cell.get("cell_type")).encode())
@@ -192,24 +192,6 @@ def checksum(cell: dict[str, Any]) -> str:
     if is_grade(cell):
         digest.update(str(float(meta["points"])).encode())
     return digest.hexdigest()
-
-
-def _replace_region(source: str, markers: tuple[str, str], stub: str | None) -> tuple[str, bool]:
-    """The source with each marked region replaced by `stub` (indented like its begin line), or
-    removed when `stub` is None; and whether there was one."""
-    lines: list[str] = []
-    inside = replaced = False
-    for line in source.split("\n"):
-        if markers[0] in line:
-            inside = replaced = True
-            if stub is not None:
-                indent = re.match(r"\s*", line)
-                lines += [(indent.group(0) if indent else "") + stub_line for stub_line in stub.split("\n")]
-        elif markers[1] in line:
-            inside = False
-        elif not inside:
-            lines.append(line)
-    return "\n".join(lines), replaced
 
 
 def _set_source(cell: dict[str, Any], source: str) -> None:
@@ -239,7 +221,7 @@ def student_version(nb: dict[str, Any]) -> dict[str, Any]:
             metadata["deletable"] = False
             metadata["editable"] = False
         stub = CODE_STUBS[language] if cell.get("cell_type") == "code" else TEXT_STUB
-        source, replaced = _replace_region(cell["source"], SOLUTION, stub)  # ClearSolutions
+        source, replaced = replace_regions(cell["source"], SOLUTION, stub)  # ClearSolutions
         if is_solution(cell) and not replaced:
             source = stub
         _set_source(cell, source)
@@ -250,9 +232,9 @@ def student_version(nb: dict[str, Any]) -> dict[str, Any]:
                 metadata.pop(field, None)
     _checksums(nb)
     for cell in nb["cells"]:
-        _set_source(cell, _replace_region(cell["source"], HIDDEN_TESTS, None)[0])  # ClearHiddenTests
+        _set_source(cell, replace_regions(cell["source"], HIDDEN_TESTS, None)[0])  # ClearHiddenTests
         if is_task(cell):  # ClearMarkScheme
-            _set_source(cell, _replace_region(cell["source"], MARK_SCHEME, None)[0])
+            _set_source(cell, replace_regions(cell["source"], MARK_SCHEME, None)[0])
     _checksums(nb)
     nb.get("metadata", {}).pop("celltoolbar", None)
     return nb

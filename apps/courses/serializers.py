@@ -1,14 +1,21 @@
 import datetime
+from typing import Any
+from urllib.parse import quote
 
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import (
     Assignment,
     AssignmentFile,
+    CellGrade,
+    CellOutcome,
     Course,
     CourseInvite,
     CourseMembership,
     CourseRole,
+    FileGradingState,
     LatePolicy,
     ResultsVisibility,
     Submission,
@@ -108,16 +115,76 @@ class AssignmentSerializer(serializers.ModelSerializer):
         ]
 
 
+class CellGradeSerializer(serializers.ModelSerializer):
+    """A graded cell as its student sees it: never a hidden test's text, nor the grader's notes."""
+
+    points = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = CellGrade
+        fields = ["grade_id", "kind", "max_points", "points", "outcome", "message", "hidden"]
+
+
+class StaffCellGradeSerializer(CellGradeSerializer):
+    class Meta(CellGradeSerializer.Meta):
+        fields = [*CellGradeSerializer.Meta.fields, "auto_points", "manual_points", "detail", "flags"]
+
+
 class SubmissionFileSerializer(serializers.ModelSerializer):
+    """A submitted notebook; its grading once results are visible to the reader (see
+    SubmissionSerializer), else `cells` is empty."""
+
+    cells = serializers.SerializerMethodField()
+    feedback = serializers.SerializerMethodField(help_text="The feedback notebook (.ipynb), once graded.")
+
     class Meta:
         model = SubmissionFile
-        fields = ["path", "sha256", "size"]
+        fields = ["path", "sha256", "size", "grading_state", "cells", "feedback"]
+
+    def _visible(self, file: SubmissionFile) -> bool:
+        return bool(self.context.get("results_visible", {}).get(file.submission_id))
+
+    @extend_schema_field(CellGradeSerializer(many=True))
+    def get_cells(self, file: SubmissionFile) -> list[dict[str, Any]]:
+        if not self._visible(file) or file.grading_state != FileGradingState.GRADED:
+            return []
+        serializer = StaffCellGradeSerializer if self.context.get("staff") else CellGradeSerializer
+        return list(serializer(file.cells.all(), many=True).data)
+
+    def get_feedback(self, file: SubmissionFile) -> str | None:
+        request = self.context.get("request")
+        if request is None or not self._visible(file) or file.grading_state != FileGradingState.GRADED:
+            return None
+        submission = file.submission
+        url = reverse(
+            "api-course-submission-feedback",
+            kwargs={
+                "slug": submission.assignment.course.slug,
+                "name": submission.assignment.name,
+                "submission_id": submission.pk,
+            },
+        )
+        return str(request.build_absolute_uri(f"{url}?notebook={quote(file.path)}"))
+
+
+class StaffSubmissionFileSerializer(SubmissionFileSerializer):
+    run = serializers.IntegerField(source="run_id", read_only=True, allow_null=True)
+
+    class Meta(SubmissionFileSerializer.Meta):
+        fields = [*SubmissionFileSerializer.Meta.fields, "run", "flags", "grading_error"]
 
 
 class SubmissionSerializer(serializers.ModelSerializer):
+    """A submission; its score and per-cell results once they are visible to the reader
+    (teaching staff: always; its student: by the assignment's results_visibility)."""
+
     student = serializers.CharField(source="student.username", read_only=True)
     assignment = serializers.CharField(source="assignment.name", read_only=True)
     files = SubmissionFileSerializer(many=True, read_only=True)
+    results_visible = serializers.SerializerMethodField()
+    score = serializers.SerializerMethodField()
+    raw_score = serializers.SerializerMethodField()
+    needs_manual_grading = serializers.SerializerMethodField()
 
     class Meta:
         model = Submission
@@ -130,8 +197,32 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "late_seconds",
             "late_penalty_percent",
             "state",
+            "results_visible",
+            "score",
+            "raw_score",
+            "max_score",
+            "needs_manual_grading",
+            "graded_at",
             "files",
         ]
+
+    def get_results_visible(self, submission: Submission) -> bool:
+        return bool(self.context.get("results_visible", {}).get(submission.pk))
+
+    def get_score(self, submission: Submission) -> float | None:
+        return submission.score if self.get_results_visible(submission) else None
+
+    def get_raw_score(self, submission: Submission) -> float | None:
+        return submission.raw_score if self.get_results_visible(submission) else None
+
+    def get_needs_manual_grading(self, submission: Submission) -> bool:
+        return any(
+            cell.outcome == CellOutcome.NEEDS_GRADING for file in submission.files.all() for cell in file.cells.all()
+        )
+
+
+class StaffSubmissionSerializer(SubmissionSerializer):
+    files = StaffSubmissionFileSerializer(many=True, read_only=True)
 
 
 class SubmissionUploadSerializer(serializers.Serializer):

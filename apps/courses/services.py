@@ -14,6 +14,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.core.secrets import hash_secret, new_secret
 
+from . import grading
 from .models import Course, CourseInvite, CourseMembership, CourseRole
 
 INVITE_PREFIX = "rlc_"
@@ -35,6 +36,7 @@ def course_create(*, creator: User, slug: str, title: str) -> Course:
             CourseMembership.objects.create(course=course, user=creator, role=CourseRole.INSTRUCTOR)
     except IntegrityError:
         raise ValidationError({"slug": f"A course {slug!r} exists already; choose another slug."}) from None
+    grading.grading_project_for(course)  # now, so instructors can register nodes for it at once
     return course
 
 
@@ -51,12 +53,14 @@ def member_set(*, course: Course, username: str, role: str) -> CourseMembership:
     Course.objects.select_for_update().filter(pk=course.pk).first()  # role changes take turns
     membership = CourseMembership.objects.filter(course=course, user=user).first()
     if membership is None:
-        return CourseMembership.objects.create(course=course, user=user, role=role)
-    demoted = membership.role == CourseRole.INSTRUCTOR and role != CourseRole.INSTRUCTOR
-    if demoted and not _instructors_left(course, without=user):
-        raise ValidationError({"role": "A course keeps at least one instructor: add another one first."})
-    membership.role = role
-    membership.save(update_fields=["role"])
+        membership = CourseMembership.objects.create(course=course, user=user, role=role)
+    else:
+        demoted = membership.role == CourseRole.INSTRUCTOR and role != CourseRole.INSTRUCTOR
+        if demoted and not _instructors_left(course, without=user):
+            raise ValidationError({"role": "A course keeps at least one instructor: add another one first."})
+        membership.role = role
+        membership.save(update_fields=["role"])
+    grading.sync_staff(course)
     return membership
 
 
@@ -73,6 +77,7 @@ def member_remove(*, course: Course, username: str) -> None:
     if membership.role == CourseRole.INSTRUCTOR and not _instructors_left(course, without=membership.user):
         raise ValidationError({"username": "A course keeps at least one instructor: add another one first."})
     membership.delete()
+    grading.sync_staff(course)
 
 
 # -- roster ------------------------------------------------------------------------------------------

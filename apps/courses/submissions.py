@@ -3,6 +3,7 @@ policy (and the student's extension), bounded by its maximum number of submissio
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -10,15 +11,20 @@ from datetime import datetime, timedelta
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from reprolab_agent import protocol
 
 from apps.accounts.models import User
+from apps.compute.models import RunArtifact
+from apps.compute.selectors import final_artifacts
 from apps.core.hashing import store_blob
 from apps.projects.validation import clean_relative_path, parse_notebook
 
+from . import grading
 from .assignments import Incoming
-from .models import Assignment, Extension, LatePolicy, Submission, SubmissionFile
+from .models import Assignment, Extension, LatePolicy, ResultsVisibility, Submission, SubmissionFile
 
 DAY_SECONDS = 24 * 3600
+logger = logging.getLogger(__name__)
 
 
 def due_for(assignment: Assignment, student: User) -> datetime | None:
@@ -96,4 +102,36 @@ def submit(*, assignment: Assignment, student: User, files: Sequence[Incoming]) 
             )
             for path, blob in prepared
         )
+        submission_id = submission.pk
+        transaction.on_commit(lambda: queue_safely(submission_id))
     return submission
+
+
+def queue_safely(submission_id: int) -> None:
+    """Queue the submission's grading now; if that fails, the reconciler (courses.reconcile_grading)
+    queues it later: the submission itself is safe already."""
+    try:
+        grading.queue_grading(submission_id)
+    except Exception:
+        logger.exception("could not queue the grading of submission %s; the reconciler will", submission_id)
+
+
+def results_visible(submission: Submission, *, staff: bool) -> bool:
+    """Whether the reader may see the submission's score, per-cell results and feedback: teaching
+    staff always; its student by the assignment's results_visibility."""
+    if staff:
+        return True
+    assignment = submission.assignment
+    if assignment.results_visibility == ResultsVisibility.IMMEDIATELY:
+        return True
+    if assignment.results_visibility == ResultsVisibility.AFTER_DUE:
+        due = due_for(assignment, submission.student)
+        return due is None or timezone.now() >= due
+    return assignment.grades_released_at is not None
+
+
+def feedback_artifact(file: SubmissionFile) -> RunArtifact | None:
+    """The feedback notebook its grading run left (the students' view, without hidden tests)."""
+    if file.run is None:
+        return None
+    return final_artifacts(file.run).filter(path=protocol.FEEDBACK_ARTIFACT).first()

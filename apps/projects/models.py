@@ -36,7 +36,11 @@ class Project(models.Model):
     description = models.TextField(blank=True)
     license = models.CharField(max_length=64, blank=True, validators=[spdx_validator])
     visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    # Blank for what the site makes itself (a course's grading notebooks and data), or once its
+    # creator is deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The default environment of its runs (PUT /api/v1/projects/{slug}/environment/); None: the
@@ -117,7 +121,11 @@ class NotebookVersion(models.Model):
         blank=True,
         related_name="notebook_versions",
     )
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    # Blank for what the site makes itself (a course's grading notebooks and data), or once its
+    # creator is deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -132,7 +140,11 @@ class Dataset(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    # Blank for what the site makes itself (a course's grading notebooks and data), or once its
+    # creator is deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     latest_version = models.ForeignKey(
@@ -156,7 +168,11 @@ class DatasetVersion(models.Model):
     message = models.CharField(max_length=500, blank=True)
     file_count = models.PositiveIntegerField(default=0)
     total_size = models.PositiveBigIntegerField(default=0)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    # Blank for what the site makes itself (a course's grading notebooks and data), or once its
+    # creator is deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

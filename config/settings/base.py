@@ -279,11 +279,17 @@ REPROLAB_ENVIRONMENT_PYTHONS = env.list("REPROLAB_ENVIRONMENT_PYTHONS", default=
 REPROLAB_ENVIRONMENT_PLATFORM = env.str("REPROLAB_ENVIRONMENT_PLATFORM", default="linux")
 REPROLAB_UV_CACHE_DIR = env.path("REPROLAB_UV_CACHE_DIR", default=str(VAR_DIR / "uv-cache"))
 REPROLAB_RESOLVE_TIMEOUT = env.float("REPROLAB_RESOLVE_TIMEOUT", default=120.0)
+
+# --- teaching (apps.courses) -------------------------------------------------------------------------
+# Grading a submitted notebook on a node: each cell's limit (nbgrader's default), the whole run's.
+REPROLAB_GRADING_CELL_TIMEOUT = env.int("REPROLAB_GRADING_CELL_TIMEOUT", default=30)
+REPROLAB_GRADING_TIMEOUT = env.int("REPROLAB_GRADING_TIMEOUT", default=900)
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-leases": {"task": "compute.sweep_expired_leases", "schedule": REPROLAB_SWEEP_SECONDS},
     "settle-reproductions": {"task": "reproducibility.settle_pending", "schedule": REPROLAB_SWEEP_SECONDS},
     "build-missing-reports": {"task": "reproducibility.build_missing_reports", "schedule": REPROLAB_SWEEP_SECONDS},
     "resend-notification-emails": {"task": "review.send_pending_emails", "schedule": 60.0},
+    "reconcile-grading": {"task": "courses.reconcile_grading", "schedule": REPROLAB_SWEEP_SECONDS},
 }
 
 # --- notifications ------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ class TestClaim:
             "kernel_name": "python3",
             "parameters": {"alpha": 0.1},
             "timeout_seconds": 3600,
+            "kind": "notebook",
             "files": [],
             "requirements": {
                 "tags": [],

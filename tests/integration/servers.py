@@ -147,10 +147,13 @@ def agent_process(
     name: str = "agent",
     index_url: str | None = None,
     environments: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start a real node agent (`python -m reprolab_agent`) against a live server; its declared
-    environments are built in `environments` (default: its own folder) from `index_url`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "agent"), os.environ.get("PYTHONPATH", "")])}
+    environments are built in `environments` (default: its own folder) from `index_url`; `env`
+    adds to its environment (e.g. REPROLAB_RUN_MEMORY_MB)."""
+    pythonpath = os.pathsep.join([str(ROOT / "agent"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, **(env or {}), "PYTHONPATH": pythonpath}
     log = open(ROOT / "var" / f"{name}-{free_port()}.log", "wb")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(
         [

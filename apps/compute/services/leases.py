@@ -22,7 +22,7 @@ from reprolab_agent import protocol
 from apps.core.secrets import hash_secret
 
 from .. import trust
-from ..models import ACTIVE_STATES, Node, Run, RunArtifact, RunEvent, RunState
+from ..models import ACTIVE_STATES, Node, Run, RunArtifact, RunEvent, RunKind, RunState
 from ..queue_signal import announce_work
 from .events import append_events, append_state_event
 from .runs import finish
@@ -136,7 +136,9 @@ def run_events_append(*, run: Run, lease_id: str, events: Sequence[dict[str, Any
         return len(fresh)
 
 
-def run_complete(*, run: Run, lease_id: str, state: str, error: str = "") -> Run:
+def run_complete(*, run: Run, lease_id: str, state: str, error: str = "", grading: dict[str, Any] | None = None) -> Run:
+    """Settle the run as its node reports; `grading` is a grading run's report (kept only for
+    runs of that kind)."""
     if state not in COMPLETION_STATES:
         raise ValidationError({"state": f"state must be one of {', '.join(sorted(COMPLETION_STATES))}."})
     with transaction.atomic():
@@ -149,6 +151,8 @@ def run_complete(*, run: Run, lease_id: str, state: str, error: str = "") -> Run
             run.output_sha256 = run.pending_output["sha256"]
             run.output_size = run.pending_output["size"]
             run.output_storage_name = run.pending_output["storage_name"]
+        if grading is not None and run.kind == RunKind.GRADING:
+            run.grading_report = grading
         finish(run, RunState(state), error)
     return run
 

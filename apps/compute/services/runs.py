@@ -18,7 +18,7 @@ from apps.environments.services import environment_for_run
 from apps.projects.models import DatasetVersion, NotebookVersion, Project
 
 from .. import signals
-from ..models import ACTIVE_STATES, Run, RunState
+from ..models import ACTIVE_STATES, Run, RunKind, RunState
 from ..parameters import validate_parameters
 from ..queue_signal import announce_work
 from ..requirements import clean_requirements
@@ -66,7 +66,7 @@ def _check_input_paths(dataset_versions: Sequence[DatasetVersion]) -> None:
 def run_submit(
     *,
     project: Project,
-    user: User,
+    user: User | None,
     notebook_version: NotebookVersion,
     parameters: Any = None,
     dataset_versions: Sequence[DatasetVersion] = (),
@@ -81,6 +81,7 @@ def run_submit(
     environment: str = "",
     environment_declaration: Declaration | None = None,
     base_environment: bool = False,
+    kind: str = RunKind.NOTEBOOK,
 ) -> Run:
     """Queue a run. `requirements` is what the submitter sent (see apps/compute/requirements.py).
 
@@ -94,6 +95,7 @@ def run_submit(
             project=project, notebook_version=notebook_version, sha256=environment
         )
     run = Run(
+        kind=kind,
         environment_declaration=environment_declaration,
         environment_lock=environment_declaration.lock if environment_declaration else None,
         project=project,
