@@ -84,6 +84,17 @@ ANSWERS = {
         "mean": "def mean(xs):\n    return 3.0",
     },
     "blank": {},
+    # A test that writes to stderr scores 0 in nbgrader, however right the answer.
+    "noisy": {
+        "add": "import sys\ndef add(a, b):\n    print('adding', a, b, file=sys.stderr)\n    return a + b",
+        "mean": "def mean(xs):\n    print('mean of', len(xs), 'values')\n    return sum(xs) / len(xs)",
+    },
+    # An answer cell that raises after defining its function: the tests still see the function.
+    "answer_raises": {
+        "add": "def add(a, b):\n    return a + b\nraise ValueError('left in by mistake')",
+        "mean": "def mean(xs):\n    return sum(xs) / len(xs)",
+        "explain": "It divides by len(xs).",
+    },
 }
 
 WRONG_ADD = "def add(a, b):\n    return 0\n"

@@ -2,10 +2,12 @@
 papermill its dependencies slow execution about 2x): built once per checkout with uv."""
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from uv import find_uv_bin
 
@@ -51,3 +53,51 @@ def generate_assignment(course_root: Path, assignment: str) -> Path:
         timeout=300,
     )
     return course_root / "release" / assignment
+
+
+GRADES_SCRIPT = """
+import json, sys
+from nbgrader.api import Gradebook
+root, assignment = sys.argv[1], sys.argv[2]
+found = {}
+with Gradebook(f"sqlite:///{root}/gradebook.db") as gradebook:
+    for student in gradebook.students:
+        submission = gradebook.find_submission(assignment, student.id)
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                found.setdefault(student.id, {})[grade.name] = {
+                    "auto": grade.auto_score, "needs_manual": grade.needs_manual_grade, "max": grade.max_score,
+                }
+print(json.dumps(found))
+"""
+
+
+def autograde(course_root: Path, assignment: str, submissions: dict[str, dict[str, bytes]]) -> dict[str, Any]:
+    """Run `nbgrader autograde` on each student's files (course_root/source/<assignment> must hold
+    the instructor's files); per student and graded cell: {"auto", "needs_manual", "max"}."""
+    python = nbgrader_python()
+    generate_assignment(course_root, assignment)
+    for student, files in submissions.items():
+        folder = course_root / "submitted" / student / assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, body in files.items():
+            (folder / name).write_bytes(body)
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+    subprocess.run(
+        [str(python), "-m", "nbgrader", "autograde", assignment, "--force"],
+        cwd=course_root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    grades = subprocess.run(
+        [str(python), "-c", GRADES_SCRIPT, str(course_root), assignment],
+        cwd=course_root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+        text=True,
+    )
+    return json.loads(grades.stdout)

@@ -26,6 +26,7 @@ from apps.courses import services as courses
 from apps.courses.assignments import Incoming, assignment_create, assignment_release
 from apps.courses.models import Course, Submission, SubmissionState
 from tests.courses import grading_sources as sources
+from tests.courses.nbgrader_env import autograde as nbgrader_autograde
 from tests.factories import make_token, make_user
 
 from .fabric import FAST_LEASES
@@ -215,3 +216,33 @@ def test_tampering_never_raises_a_score(course_stack):
         if name == "edited_tests":
             assert any("was edited" in flag for flag in file["flags"]), file["flags"]
             assert cells["test_add"]["max_points"] == 2  # the instructor's points, not the student's 100
+
+
+def test_honest_submissions_score_as_nbgrader_autograde_scores_them(course_stack, tmp_path):
+    """The same honest submissions, graded by the node and by nbgrader 0.9.6 itself: every graded
+    cell gets the same automatic score, and the same cells wait for a grader."""
+    stack = course_stack
+    stack.start_agent("grader", concurrency=2)
+    given = download_student_version(stack, stack.student("ref"))
+    ours = {}
+    for name, answers in sources.ANSWERS.items():
+        token = stack.student(f"s-{name}")
+        ours[name] = (token, submit(stack, token, sources.student_notebook(given, answers)))
+
+    root = tmp_path / "nbgrader"
+    (root / "source" / "ps1").mkdir(parents=True)
+    (root / "source" / "ps1" / "ps1.ipynb").write_text(json.dumps(sources.three_questions()))
+    (root / "source" / "ps1" / "data.csv").write_text(sources.DATA)
+    files = {name: {"ps1.ipynb": sources.student_notebook(given, answers)} for name, answers in sources.ANSWERS.items()}
+    theirs = nbgrader_autograde(root, "ps1", files)
+
+    for name, (token, submission_id) in ours.items():
+        wait_graded(submission_id)
+        body = stack.api(token, "GET", f"assignments/ps1/submissions/{submission_id}/").json()
+        cells = {c["grade_id"]: c for c in body["files"][0]["cells"]}
+        assert set(cells) == set(theirs[name]), name
+        for grade_id, reference in theirs[name].items():
+            mine = cells[grade_id]
+            assert (mine["outcome"] == "needs_grading") == reference["needs_manual"], (name, grade_id, mine)
+            assert mine["points"] == reference["auto"], (name, grade_id, mine, reference)
+            assert mine["max_points"] == reference["max"], (name, grade_id)
