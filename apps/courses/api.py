@@ -18,6 +18,7 @@ from rest_framework import mixins, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,7 +28,7 @@ from apps.core.parsers import BoundedJSONParser
 from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
-from . import assignments, services, submissions
+from . import assignments, gradebook, services, submissions
 from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
 from .assignments import MAX_ASSIGNMENT_BYTES
 from .models import (
@@ -422,3 +423,42 @@ class ExtensionsView(GenericAPIView):
             assignment=assignment, student_id=student.user_id, defaults={"due_at": data["due_at"]}
         )
         return Response({"username": data["username"], "due_at": data["due_at"]})
+
+
+class CsvRenderer(BaseRenderer):
+    """Text a view made as CSV already (the gradebook's export), chosen by `?format=csv`."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, str):
+            return data.encode()
+        return "".join(f"{key},{value}\n" for key, value in dict(data or {}).items()).encode()  # an error's detail
+
+
+class GradebookView(GenericAPIView):
+    """Teaching staff: students by assignments (each student's latest submission: score, late
+    penalty, state, per-cell points). `?format=csv`: one row per student and assignment with the
+    columns of `nbgrader export`."""
+
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer, CsvRenderer]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"], required=False)],
+        responses={
+            200: OpenApiTypes.OBJECT,
+            (200, "text/csv"): OpenApiTypes.STR,
+            **errors(403, 404),
+        },
+    )
+    def get(self, request: Request, slug: str) -> HttpResponseBase:
+        course = course_for(request.user, slug)
+        require_course_role(course, STAFF_ROLES, "see the gradebook")
+        book = gradebook.gradebook(course)
+        if request.accepted_renderer.format == CsvRenderer.format:
+            disposition = f'attachment; filename="{course.slug}-grades.csv"'
+            return Response(book.csv(), headers={"Content-Disposition": disposition})
+        return Response(book.as_json())

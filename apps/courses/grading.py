@@ -63,11 +63,12 @@ def grading_project_for(course: Course) -> Project:
     if course.grading_project_id is not None:
         return course.grading_project  # type: ignore[return-value]
     with transaction.atomic():
-        course = Course.objects.select_for_update().get(pk=course.pk)
-        if course.grading_project_id is None:
-            course.grading_project = _new_project(course)
-            course.save(update_fields=["grading_project"])
-            sync_staff(course)
+        locked = Course.objects.select_for_update().get(pk=course.pk)
+        if locked.grading_project_id is None:
+            locked.grading_project = _new_project(locked)
+            locked.save(update_fields=["grading_project"])
+            sync_staff(locked)
+    course.grading_project = locked.grading_project
     return course.grading_project  # type: ignore[return-value]
 
 
@@ -90,9 +91,10 @@ def _new_project(course: Course) -> Project:
 
 def sync_staff(course: Course) -> None:
     """Make the grading project's members exactly the course's staff, in their grading roles."""
-    if course.grading_project_id is None:
+    # Read afresh: the caller's copy of the course may predate its grading project.
+    project_id = Course.objects.filter(pk=course.pk).values_list("grading_project_id", flat=True).first()
+    if project_id is None:
         return
-    project_id = course.grading_project_id
     wanted = {
         m.user_id: GRADING_ROLES[CourseRole(m.role)]
         for m in course.memberships.filter(role__in=STAFF_ROLES).only("user_id", "role")
