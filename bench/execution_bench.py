@@ -17,85 +17,32 @@ started (its warm template and slots) ends with it.
 """
 
 import contextlib
-import faulthandler
-import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from harness import BIN, STOP_SECONDS, Stopped, api, phase, run_limited, serve, setup_django, site_env, start_agent
+
 TMP = Path(tempfile.mkdtemp(prefix="reprolab-exec-bench-"))
-ENV = {
-    **os.environ,
-    "DJANGO_SETTINGS_MODULE": "config.settings.local",
-    "DATABASE_URL": f"sqlite:///{TMP / 'db.sqlite3'}",
-    "DJANGO_MEDIA_ROOT": str(TMP / "media"),
-    "DJANGO_DEBUG": "false",
-    "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "agent")]),
-}
-ENV.pop("REDIS_URL", None)
+ENV = site_env(TMP)
 SOURCE = "result = alpha * steps\nprint(result)"
 COUNT = 20  # notebooks of P2
 TIME_LIMIT = 480  # seconds; then the tracebacks are dumped and the bench stops (cleaning up)
-STOP_SECONDS = 15  # a process that outlasts SIGTERM this long is killed
 FINAL = ("succeeded", "failed", "cancelled", "lost")
-
-
-class Stopped(Exception):
-    """SIGTERM (or the time limit) ended the bench."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
-    raise Stopped(signal.Signals(signum).name)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def owned(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
-    """Stop `process` (and its session) on the way out: SIGTERM, then SIGKILL; always reaped."""
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def setup_site() -> tuple[int, list[str], str]:
     """Migrate a fresh database; create a user, project, notebook, four nodes. Returns
     (notebook id, node tokens, API token)."""
-    os.environ.update({k: v for k, v in ENV.items() if k != "PYTHONPATH"})
-    sys.path[:0] = [str(ROOT), str(ROOT / "agent")]
+    setup_django(ENV)
     import django
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     from apps.accounts.services import api_token_create, user_create
     from apps.compute.services import node_register
     from tests.factories import make_project, upload_notebook
@@ -108,17 +55,6 @@ def setup_site() -> tuple[int, list[str], str]:
     assert version is not None
     (TMP / "trivial.ipynb").write_bytes(Path(django.conf.settings.MEDIA_ROOT, version.storage_name).read_bytes())
     return notebook.pk, tokens, api_token_create(user=user, name="bench").raw
-
-
-def api(base: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(  # noqa: S310 - our own local server
-        base + path,
-        data=json.dumps(body).encode() if body else None,
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - our own local server
-        return json.loads(response.read())
 
 
 def check(run: dict) -> None:
@@ -147,10 +83,6 @@ def wait_all(base: str, token: str, run_ids: list[int]) -> None:
                 pending.discard(run["id"])
         if pending:
             time.sleep(0.05)
-
-
-def phase(name: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
 
 
 def memory_of_tree(pid: int) -> tuple[float, float, int]:
@@ -187,58 +119,14 @@ class Platform:
     def __init__(self, processes: contextlib.ExitStack) -> None:
         self.processes = processes
         self.notebook_id, self.node_tokens, self.token = setup_site()
-        self.base = f"http://127.0.0.1:{free_port()}"
-        server = processes.enter_context(
-            owned(
-                subprocess.Popen(
-                    [
-                        str(BIN / "daphne"),
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        self.base.rsplit(":", 1)[1],
-                        "config.asgi:application",
-                    ],
-                    cwd=ROOT,
-                    env=ENV,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        )
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"daphne exited with {server.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.base}/healthz", timeout=1)  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.05)
+        self.base = serve(processes, ENV)
 
     def agent(self, index: int, isolation: str) -> tuple[subprocess.Popen, Path]:
         """Start an agent and wait until it said hello (its warm pool is then up)."""
         name = f"a{index}-{isolation}"
-        log = TMP / f"{name}.log"
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "reprolab_agent", "--server", self.base),
-                    *("--isolation", isolation, "--work-dir", str(TMP / name / "work")),
-                    *("--cache-dir", str(TMP / name / "cache"), "--grace-seconds", "5"),
-                ],
-                cwd=ROOT,
-                env={**ENV, "REPROLAB_NODE_TOKEN": self.node_tokens[index]},  # not on the command line
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.processes.enter_context(owned(process))
-        while "node node" not in log.read_text(errors="replace"):
-            if process.poll() is not None:
-                raise RuntimeError(f"agent {name} exited: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
-        return process, log
+        folder = TMP / name
+        process = start_agent(self.processes, ENV, self.base, self.node_tokens[index], folder, "--isolation", isolation)
+        return process, folder / "agent.log"
 
     def submit(self, i: int, alpha: float) -> int:
         body = {"project": "bench", "notebook": self.notebook_id, "parameters": {"alpha": alpha, "steps": i}}
@@ -427,21 +315,7 @@ def report(
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    # A hung phase shows where (the tracebacks), then the bench stops through SIGTERM, so the
-    # `finally` below still stops every process (faulthandler's own exit would skip it).
-    faulthandler.dump_traceback_later(TIME_LIMIT)
-    limit = threading.Timer(TIME_LIMIT + 1, os.kill, (os.getpid(), signal.SIGTERM))
-    limit.daemon = True
-    limit.start()
-    try:
-        with contextlib.ExitStack() as processes:
-            figures = measure(processes)
-    finally:
-        limit.cancel()
-        faulthandler.cancel_dump_traceback_later()
-        shutil.rmtree(TMP, ignore_errors=True)
-    report(*figures)
+    report(*run_limited(measure, time_limit=TIME_LIMIT, tmp=TMP))
 
 
 if __name__ == "__main__":

@@ -124,9 +124,13 @@ def assignment_data(assignment: Assignment, project: Project) -> list[DatasetVer
     data = list(assignment.files.filter(is_notebook=False))
     if not data:
         return []
-    dataset = project.datasets.filter(name=assignment.name).first()
+    dataset = project.datasets.filter(name=assignment.name).select_related("latest_version").first()
     if dataset is None:
         dataset = dataset_create(project=project, name=assignment.name, creator=None)
+    elif dataset.latest_version is not None and set(dataset.latest_version.files.values_list("path", "sha256")) == {
+        (f.path, f.sha256) for f in data
+    }:
+        return [dataset.latest_version]  # as every submission before: nothing to store again
     handles = [default_storage.open(f.storage_name, "rb") for f in data]
     try:
         files = [IncomingFile(path=f.path, content=handle) for f, handle in zip(data, handles, strict=True)]
@@ -163,7 +167,12 @@ def queue_file(file: SubmissionFile, source: AssignmentFile, *, project: Project
     path = f"{submission.assignment.name}/submission-{submission.pk}/{file.path}"
     content = io.BytesIO(json.dumps(rebuilt.nb, ensure_ascii=False).encode())
     version = notebook_upload(
-        project=project, path=path, content=content, uploader=None, message=f"submission {submission.pk}"
+        project=project,
+        path=path,
+        content=content,
+        uploader=None,
+        message=f"submission {submission.pk}",
+        prerender=False,  # instructors open a few; rendering each in advance costs the graders' CPU
     ).version
     with transaction.atomic():
         run = run_submit(

@@ -117,9 +117,11 @@ def notebook_upload(
     uploader: User | None,
     message: str = "",
     environment: Declaration | None = None,
+    prerender: bool = True,
 ) -> NotebookUpload:
     """A new version of the notebook at `path`, unless its content and declared environment
-    (`environment`, resolved beside it; it wins over the project's) are the latest version's."""
+    (`environment`, resolved beside it; it wins over the project's) are the latest version's.
+    `prerender=False`: render it when someone first opens it (a notebook few will open)."""
     path = clean_relative_path(path)
     if not path.endswith(".ipynb"):
         raise ValidationError({"path": "A notebook path must end with .ipynb."})
@@ -160,7 +162,8 @@ def notebook_upload(
             "notebook.version_created",
             {"notebook_id": notebook.pk, "path": path, "version": version.number, "sha256": blob.sha256},
         )
-        tasks.enqueue_prerender(version.pk)
+        if prerender:
+            tasks.enqueue_prerender(version.pk)
     return NotebookUpload(notebook=notebook, version=version, created=True)
 
 

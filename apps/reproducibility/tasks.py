@@ -44,13 +44,13 @@ def settle_pending() -> int:
 @shared_task(name="reproducibility.build_run_report", time_limit=120, soft_time_limit=100)
 def build_run_report(run_id: int) -> bool:
     """Build (or rebuild) the human report of an ended run."""
-    from apps.compute.models import Run
+    from apps.compute.models import Run, RunKind
 
     from .models import RunReport
     from .report import build_report
 
     run = Run.objects.select_related("notebook_version__notebook", "project", "node").filter(pk=run_id).first()
-    if run is None or not run.is_final:
+    if run is None or not run.is_final or run.kind != RunKind.NOTEBOOK:  # a grading run has none
         return False
     # update_or_create: building twice (a task and the reconciler) leaves one, current report.
     RunReport.objects.update_or_create(run=run, defaults={"data": build_report(run)})
@@ -62,11 +62,12 @@ def build_missing_reports() -> int:
     """The reconciler: build the report of every ended run that has none (its task was never
     queued: the broker was down when it ended), or whose report predates a reproduction that
     settled since (the rebuild was lost). At most REPORT_BATCH per call; returns how many."""
-    from apps.compute.models import FINAL_STATES, Run
+    from apps.compute.models import FINAL_STATES, Run, RunKind
 
     cutoff = timezone.now() - REPORT_GRACE
     ended = Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True)
-    missing = Run.objects.filter(ended, state__in=FINAL_STATES, report__isnull=True)
+    # Grading runs have no report: their results are the course's (apps.courses).
+    missing = Run.objects.filter(ended, state__in=FINAL_STATES, report__isnull=True, kind=RunKind.NOTEBOOK)
     stale = Run.objects.annotate(settled=Max("reproductions__finished_at")).filter(
         report__isnull=False, settled__lt=cutoff, settled__gt=F("report__built_at")
     )

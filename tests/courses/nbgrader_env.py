@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,12 @@ print(json.dumps(found))
 """
 
 
-def autograde(course_root: Path, assignment: str, submissions: dict[str, dict[str, bytes]]) -> dict[str, Any]:
+def autograde(
+    course_root: Path, assignment: str, submissions: dict[str, dict[str, bytes]]
+) -> tuple[dict[str, Any], float]:
     """Run `nbgrader autograde` on each student's files (course_root/source/<assignment> must hold
-    the instructor's files); per student and graded cell: {"auto", "needs_manual", "max"}."""
+    the instructor's files). Returns per student and graded cell {"auto", "needs_manual", "max"},
+    and the seconds `nbgrader autograde` itself took (its command, start to end)."""
     python = nbgrader_python()
     generate_assignment(course_root, assignment)
     for student, files in submissions.items():
@@ -83,6 +87,7 @@ def autograde(course_root: Path, assignment: str, submissions: dict[str, dict[st
         for name, body in files.items():
             (folder / name).write_bytes(body)
     env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+    started = time.perf_counter()
     subprocess.run(
         [str(python), "-m", "nbgrader", "autograde", assignment, "--force"],
         cwd=course_root,
@@ -91,6 +96,7 @@ def autograde(course_root: Path, assignment: str, submissions: dict[str, dict[st
         capture_output=True,
         timeout=600,
     )
+    seconds = time.perf_counter() - started
     grades = subprocess.run(
         [str(python), "-c", GRADES_SCRIPT, str(course_root), assignment],
         cwd=course_root,
@@ -100,4 +106,4 @@ def autograde(course_root: Path, assignment: str, submissions: dict[str, dict[st
         timeout=120,
         text=True,
     )
-    return json.loads(grades.stdout)
+    return json.loads(grades.stdout), seconds

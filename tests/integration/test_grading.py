@@ -234,7 +234,7 @@ def test_honest_submissions_score_as_nbgrader_autograde_scores_them(course_stack
     (root / "source" / "ps1" / "ps1.ipynb").write_text(json.dumps(sources.three_questions()))
     (root / "source" / "ps1" / "data.csv").write_text(sources.DATA)
     files = {name: {"ps1.ipynb": sources.student_notebook(given, answers)} for name, answers in sources.ANSWERS.items()}
-    theirs = nbgrader_autograde(root, "ps1", files)
+    theirs, _ = nbgrader_autograde(root, "ps1", files)
 
     for name, (token, submission_id) in ours.items():
         wait_graded(submission_id)
