@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol.CAP_LIMITS: limits.as_capability(),
         protocol.CAP_ENVIRONMENTS: environments.available,
         protocol.CAP_PYTHON: platform.python_version(),
+        protocol.CAP_RUN_KINDS: list(protocol.RUN_KINDS),
     }
     try:
         try:

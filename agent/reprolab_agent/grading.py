@@ -12,20 +12,33 @@ Two executions, each on a kernel of its own:
    (the graded execution's may hold hidden tests: student code can read the kernel's history).
    It runs first, so no process it leaves behind ever knew a hidden test.
 2. the graded execution, of the whole notebook. Before any student code runs, the grader keeps a
-   copy of the kernel's hooks; before each test cell it restores them (input and AST
-   transformers, traceback and exception handlers, event callbacks, the kernel's message
-   handlers, replaced methods, trace functions, stdout and stderr). Each test cell carries a
-   one-time proof of execution that shows only when control reaches its end. For each test cell
-   the grader reports what it received here (a GRADE event): the kernel's execute reply, the
-   proof, errors and stderr among its outputs, and its numeric result (nbgrader's partial
-   credit). A timeout, a dead or wedged kernel, or no reply is reported as such; the site scores
-   those 0. Nothing the student's code prints, writes or exits with is read.
+   copy of the kernel's hooks (input and AST transformers, the compiler, traceback and exception
+   handlers, the display trap, event callbacks, the kernel's message handlers, methods of the
+   shell and kernel and their classes, the builtins, trace functions, signal handlers and
+   interval timers) and refuses audit hooks from then on (one could rewrite what tests compile
+   and can never be removed). Before each test cell it restores them, through a user expression
+   of an empty request (evaluated by the kernel after the cell, so no input transformer or
+   replaced run_cell stands in its way), and names what it undid; right after the test it
+   restores them again and names what changed while the test ran. After each of the
+   instructor's own cells it keeps the hooks again (a setup cell may install some: sympy's
+   init_session). Each test cell carries a one-time proof of execution that shows only when
+   control reaches its last expression. For each test cell the grader reports (a GRADE event)
+   what it received here: the kernel's execute reply, the proof, errors and stderr among its
+   outputs, its result (nbgrader's partial credit), what it undid. A timeout, a dead or wedged
+   kernel, or no reply is reported as such; the site scores those 0. Nothing the student's code
+   prints, writes or exits with is read.
 
-What this does not stop: code running in the same interpreter as the tests can, with effort aimed
-at this grader (finding the kept copy, forging the proof), still make a test look passed. The
-generic attacks (an input transformer that drops test code, a replaced showtraceback, custom
-exception handlers, sys.exit, killing the kernel, printed claims, result files) each score 0 here
-and are tested (tests/agent/test_grading.py, tests/integration/test_grading.py).
+What this does not stop (the limits of grading in the interpreter that ran the student's code;
+nbgrader and otter share them): code aimed at this grader in particular (finding the kept copy
+among the kernel's objects, replacing user_expressions or the notebook's __builtins__ so the
+restore never runs but seems to); a thread that changes hooks while a test runs (named for the
+instructor as "review", not scored 0: honest libraries start threads and register callbacks);
+and answers that fool the tests themselves (an object equal to everything, a patched
+numpy.testing). The site flags answer cells that use the APIs these need (apps.courses.rebuild).
+The generic attacks (an input or AST transformer that drops test code, a replaced showtraceback,
+run_cell or compiler, custom exception handlers, a trace function, an audit hook, sys.exit,
+killing the kernel, printed claims, result files) are each undone or scored 0, and tested
+(tests/agent/test_grading.py, tests/integration/test_grading.py).
 """
 
 from __future__ import annotations
@@ -113,32 +126,44 @@ def without_hidden_tests(nb: dict[str, Any]) -> dict[str, Any]:
 # Run silently before any student code: keeps the kernel's hooks under a name chosen per run.
 KEEP_HOOKS = r"""
 def _reprolab_keep(key):
-    import sys, threading, types
+    import builtins, signal, sys, threading, types
+    import IPython.core.compilerop as compilerop
+    import IPython.core.interactiveshell as interactiveshell
     from IPython import get_ipython
     ip = get_ipython()
     kernel = getattr(ip, "kernel", None)
-    manager = ip.input_transformer_manager
-    watched = [o for o in (ip, kernel, ip.displayhook, ip.display_pub, ip.events, manager) if o is not None]
-    classes = {cls for o in watched for cls in type(o).__mro__ if cls is not object}
     kinds = (types.FunctionType, classmethod, staticmethod, property)
-    kept_classes = {cls: {n: v for n, v in vars(cls).items() if isinstance(v, kinds)} for cls in classes}
-    methods = {id(o): {n for c in type(o).__mro__ for n, v in vars(c).items() if isinstance(v, kinds)} for o in watched}
-    # Methods set on the objects themselves before any student code ran (ipykernel sets some).
-    own = {id(o): {n: vars(o)[n] for n in methods[id(o)] & set(vars(o))} for o in watched}
-    kept = dict(
-        manager=manager,
-        cleanup=list(manager.cleanup_transforms),
-        lines=list(manager.line_transforms),
-        tokens=list(manager.token_transformers),
-        post=list(ip.input_transformers_post),
-        ast=list(ip.ast_transformers),
-        callbacks={k: list(v) for k, v in ip.events.callbacks.items()},
-        handlers=dict(kernel.shell_handlers) if kernel is not None else None,
-    )
+    modules = (builtins, compilerop, interactiveshell)
+    # Builtins IPython and ipykernel swap in for each request themselves (get_ipython, exit, input).
+    swapped = set(ip.builtin_trap.auto_builtins) | {"input", "raw_input", "display"}
+    signals = [s for s in (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGUSR1, signal.SIGUSR2)]
+    state = {}
+
+    def capture():
+        manager = ip.input_transformer_manager
+        watched = [o for o in (ip, kernel, ip.displayhook, ip.display_pub, ip.display_trap, ip.events, manager, ip.compile) if o is not None]
+        methods = {id(o): {n for c in type(o).__mro__ for n, v in vars(c).items() if isinstance(v, kinds)} for o in watched}
+        state.update(
+            manager=manager,
+            watched=watched,
+            classes={cls: {n: v for n, v in vars(cls).items() if isinstance(v, kinds)} for o in watched for cls in type(o).__mro__ if cls is not object},
+            methods=methods,
+            own={id(o): {n: vars(o)[n] for n in methods[id(o)] & set(vars(o))} for o in watched},
+            modules={m: dict(vars(m)) for m in modules},
+            lists=(list(manager.cleanup_transforms), list(manager.line_transforms), list(manager.token_transformers), list(ip.input_transformers_post), list(ip.ast_transformers)),
+            callbacks={k: list(v) for k, v in ip.events.callbacks.items()},
+            handlers=dict(kernel.shell_handlers) if kernel is not None else None,
+            compile=ip.compile,
+            trap_hook=ip.display_trap.hook,
+            user_builtins=ip.user_ns.get("__builtins__"),
+            signals={s: signal.getsignal(s) for s in signals},
+            threads=threading.active_count(),
+        )
+        return True
 
     def reset(token):
         undone = []  # what student code changed, named for the instructor
-        for cls, attributes in kept_classes.items():
+        for cls, attributes in state["classes"].items():
             for name, value in list(vars(cls).items()):
                 if isinstance(value, kinds) and name not in attributes:
                     delattr(cls, name)
@@ -147,35 +172,51 @@ def _reprolab_keep(key):
                 if vars(cls).get(name) is not value:
                     setattr(cls, name, value)
                     undone.append(f"{cls.__name__}.{name}")
-        for o in watched:
-            for name in methods[id(o)] & (set(vars(o)) | set(own[id(o)])):
-                if name not in own[id(o)]:
+        for o in state["watched"]:
+            own = state["own"][id(o)]
+            for name in state["methods"][id(o)] & (set(vars(o)) | set(own)):
+                if name not in own:
                     del vars(o)[name]
-                elif vars(o).get(name) is not own[id(o)][name]:
-                    vars(o)[name] = own[id(o)][name]
+                elif vars(o).get(name) is not own[name]:
+                    vars(o)[name] = own[name]
                 else:
                     continue
                 undone.append(f"{type(o).__name__}.{name} (on the object)")
-        lists = (
-            ("input transformers", manager.cleanup_transforms, kept["cleanup"]),
-            ("input transformers", manager.line_transforms, kept["lines"]),
-            ("input transformers", manager.token_transformers, kept["tokens"]),
-            ("input_transformers_post", ip.input_transformers_post, kept["post"]),
-            ("ast_transformers", ip.ast_transformers, kept["ast"]),
-        )
+        for module, kept in state["modules"].items():
+            for name in set(vars(module)) | set(kept):
+                if (name.startswith("__") and name != "__import__") or (module is builtins and name in swapped):
+                    continue
+                if name not in kept:
+                    delattr(module, name)
+                elif vars(module).get(name) is not kept[name]:
+                    setattr(module, name, kept[name])
+                else:
+                    continue
+                undone.append(f"{module.__name__}.{name}")
+        manager = state["manager"]
         if ip.input_transformer_manager is not manager:
             ip.input_transformer_manager = manager
             undone.append("input_transformer_manager")
-        for what, now, then in lists:
-            if len(now) != len(then) or any(a is not b for a, b in zip(now, then)):
-                now[:] = then
+        names = ("input transformers", "input transformers", "input transformers", "input_transformers_post", "ast_transformers")
+        now = (manager.cleanup_transforms, manager.line_transforms, manager.token_transformers, ip.input_transformers_post, ip.ast_transformers)
+        for what, current, then in zip(names, now, state["lists"]):
+            if len(current) != len(then) or any(a is not b for a, b in zip(current, then)):
+                current[:] = then
+                undone.append(what)
+        for what, now_value, then, put in (
+            ("compiler", ip.compile, state["compile"], lambda v: setattr(ip, "compile", v)),
+            ("display trap", ip.display_trap.hook, state["trap_hook"], lambda v: setattr(ip.display_trap, "hook", v)),
+            ("__builtins__ of the notebook", ip.user_ns.get("__builtins__"), state["user_builtins"], lambda v: ip.user_ns.__setitem__("__builtins__", v)),
+        ):
+            if now_value is not then:
+                put(then)
                 undone.append(what)
         if ip.custom_exceptions:
             ip.custom_exceptions = ()
             undone.append("custom exception handler")
-        if kernel is not None and kernel.shell_handlers != kept["handlers"]:
+        if kernel is not None and kernel.shell_handlers != state["handlers"]:
             kernel.shell_handlers.clear()
-            kernel.shell_handlers.update(kept["handlers"])
+            kernel.shell_handlers.update(state["handlers"])
             undone.append("kernel message handlers")
         if sys.gettrace() is not None or sys.getprofile() is not None:
             undone.append("trace function")
@@ -183,17 +224,34 @@ def _reprolab_keep(key):
         sys.setprofile(None)
         threading.settrace(None)
         threading.setprofile(None)
-        # Changed by honest code too (matplotlib's inline backend registers one): restored,
-        # named apart so they never read as tampering. (sys.stdout and the displayhook are
-        # ipykernel's to swap per request: left alone.)
+        if any(signal.getitimer(t) != (0.0, 0.0) for t in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)):
+            for t in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+                signal.setitimer(t, 0)
+            undone.append("interval timers")
+        for s, handler in state["signals"].items():
+            if signal.getsignal(s) is not handler:
+                signal.signal(s, handler)
+                undone.append(f"handler of {signal.Signals(s).name}")
+        # Changed by honest code too (matplotlib's inline backend registers a callback, tqdm
+        # starts a thread): restored or counted, named apart so they never read as tampering.
         quiet = []
         for name in list(ip.events.callbacks):
-            if ip.events.callbacks[name] != kept["callbacks"].get(name, []):
-                ip.events.callbacks[name][:] = kept["callbacks"].get(name, [])
+            if ip.events.callbacks[name] != state["callbacks"].get(name, []):
+                ip.events.callbacks[name][:] = state["callbacks"].get(name, [])
                 quiet.append(f"{name} callbacks")
+        if threading.active_count() > state["threads"]:
+            quiet.append(f"{threading.active_count() - state['threads']} thread(s) left running")
         return [token, sorted(set(undone))[:50], quiet[:50]]
 
-    sys.modules[key] = types.SimpleNamespace(reset=reset)
+    def refuse_audit_hooks(event, args):
+        # An audit hook could change what the tests compile and can never be removed: refused
+        # while grading (raising here aborts sys.addaudithook; honest notebooks never call it).
+        if event == "sys.addaudithook":
+            raise RuntimeError("sys.addaudithook is not allowed in a graded notebook")
+
+    sys.addaudithook(refuse_audit_hooks)
+    capture()
+    sys.modules[key] = types.SimpleNamespace(reset=reset, capture=capture)
 
 _reprolab_keep(%r)
 del _reprolab_keep
@@ -202,6 +260,12 @@ del _reprolab_keep
 
 def keep_hooks_code(key: str) -> str:
     return KEEP_HOOKS % key
+
+
+def capture_expression(key: str) -> str:
+    """Take the kernel's hooks as they are now as the ones to restore (after an instructor's
+    cell, which may install its own: sympy's init_session, an AST transformer)."""
+    return f"__import__('sys').modules[{key!r}].capture()"
 
 
 def reset_expression(key: str, token: str) -> str:
@@ -247,9 +311,10 @@ def with_proof(source: str, nonce: str) -> str:
         return proof
     last = tree.body[-1]
     lines = python.split("\n")
-    if isinstance(last, ast.Expr) and last.col_offset == 0:
+    if isinstance(last, ast.Expr):
         row = last.lineno - 1
-        candidate = "\n".join([*lines[:row], f"{proof}; {lines[row]}", *lines[row + 1 :]])
+        head = lines[row].encode()[: last.col_offset].decode(errors="ignore")  # col_offset counts UTF-8 bytes
+        candidate = "\n".join([*lines[:row], f"{head}{proof}; {lines[row][len(head) :]}", *lines[row + 1 :]])
         with contextlib.suppress(SyntaxError):
             ast.parse(candidate)
             return candidate
@@ -263,7 +328,7 @@ class Seen:
 
     error: tuple[str, str] | None = None
     stderr: bool = False
-    result: str | None = None
+    result: str | None = None  # the last execute_result's text
     proofs: set[str] = field(default_factory=set)
 
 
@@ -286,7 +351,7 @@ def observing_client(base: Any) -> Any:
                 seen.error = (plain(content.get("ename"), 200), plain(content.get("evalue"), MESSAGE_LIMIT))
             elif kind == "stream" and content.get("name") == "stderr":
                 seen.stderr = True
-            elif kind == "execute_result" and seen.result is None:
+            elif kind == "execute_result":  # the cell's own result comes last; an earlier one is not it
                 text = data.get("text/plain")
                 seen.result = plain("".join(text) if isinstance(text, list) else text, RESULT_LIMIT)
             return super().output(outs, msg, display_id, cell_index)
@@ -431,7 +496,7 @@ async def feedback_execution(execution: Execution) -> str:
 async def graded_execution(execution: Execution, progress: execute.Progress, report: Callable[[dict], None]) -> bool:
     """Every code cell in order, each test cell guarded and observed (`report` gets each one's
     observation as it ends). Returns whether every cell was executed."""
-    key = f"_reprolab_{secrets.token_hex(8)}"
+    key = f"_{secrets.token_hex(12)}"  # nothing in its name says what it is
     cells = execution.client.nb.cells
     tests = [index for index, cell in enumerate(cells) if is_test(cell)]
     try:
@@ -441,9 +506,14 @@ async def graded_execution(execution: Execution, progress: execute.Progress, rep
             if cell.get("cell_type") != "code":
                 continue
             if index not in tests:
+                instructors = not nbgrader_metadata(cell).get("solution")
+                if instructors:  # run it as the instructor wrote it for: on the kept hooks
+                    await execution.evaluate(reset_expression(key, secrets.token_hex(16)))
                 progress.on_cell_start(cell, index)
                 await execution.cell(cell, index)
                 progress.on_cell_executed(cell, index, execution.reply)
+                if instructors:  # what it installed (sympy's init_session, a transformer) is kept too
+                    await execution.evaluate(capture_expression(key))
                 continue
             token = secrets.token_hex(16)
             reset = read_reset(await execution.evaluate(reset_expression(key, token)), token)
@@ -458,7 +528,12 @@ async def graded_execution(execution: Execution, progress: execute.Progress, rep
             progress.on_cell_executed(cell, index, execution.reply)
             seen = execution.client.seen.get(index, Seen())
             seconds = time.monotonic() - started
-            report({**observe(cell, seen, reply, nonce=nonce, reset=reset, seconds=seconds), "index": index})
+            # Restored again right away: what changed while the test ran was not the test's doing
+            # (a thread, a signal handler): named, and the test does not count (scoring).
+            token = secrets.token_hex(16)
+            after = read_reset(await execution.evaluate(reset_expression(key, token)), token)
+            observation = observe(cell, seen, reply, nonce=nonce, reset=reset, seconds=seconds)
+            report({**observation, "during": after.undone, "during_quiet": after.restored, "index": index})
             tests.remove(index)
     except KernelLost as lost:
         for index in tests:

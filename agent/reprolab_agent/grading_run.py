@@ -42,6 +42,12 @@ GRADED = "graded"
 DEFAULT_CELL_TIMEOUT = 30  # seconds, nbgrader's
 
 
+def notebook_bytes(nb: dict[str, Any]) -> bytes:
+    """An executed notebook as UTF-8 JSON, whatever its outputs hold: text a student's code made
+    that is not Unicode (a lone surrogate) becomes '?'."""
+    return json.dumps(nb, ensure_ascii=False).encode("utf-8", "replace")
+
+
 class GradingJob:
     def __init__(
         self,
@@ -151,14 +157,16 @@ class GradingJob:
         try:
             results = executor.results
             if graded.get("notebook"):
-                results.upload_notebook(ctx, json.dumps(graded["notebook"], ensure_ascii=False).encode())
+                results.upload_notebook(ctx, notebook_bytes(graded["notebook"]))
             feedback = self.feedback if self.feedback is not None else graded.get("notebook")
             if feedback:
-                body = json.dumps(feedback, ensure_ascii=False).encode()
+                body = notebook_bytes(feedback)
                 results.put_artifact(ctx, protocol.FEEDBACK_ARTIFACT, body, content_type="application/x-ipynb+json")
         except GaveUp as error:
             return executor.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not upload the results: {error}")
-        except RuntimeError as error:
-            state, message = protocol.FAILED, f"The site refused the graded notebook: {error}"
+        except LeaseLost:
+            raise
+        except Exception as error:  # refused, or a notebook the site cannot take: the report still counts
+            state, message = protocol.FAILED, f"Could not upload the graded notebook: {type(error).__name__}: {error}"
         report = {"cells": ctx.grades, "finished": finished}
         return executor.complete(ctx, state, message, **{protocol.COMPLETE_GRADING: report})

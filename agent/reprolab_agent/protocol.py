@@ -146,6 +146,7 @@ CAP_GPU_SHARING: Final = "gpu_sharing"  # True: runs may share a GPU
 CAP_CONCURRENCY: Final = "concurrency"
 CAP_WARM_KERNELS: Final = "warm_kernels"  # the kernels the warm pool holds ready, e.g. ["python3"]
 CAP_ENVIRONMENTS: Final = "environments"  # True: the agent builds declared environments (it has uv)
+CAP_RUN_KINDS: Final = "run_kinds"  # the RUN_KINDS it runs (absent: notebook runs only)
 CAP_PYTHON: Final = "python_version"  # the Python its environments are built on, e.g. "3.11.7"
 CAP_LIMITS: Final = "limits"  # the node's per-run resource limits (memory_mb, processes, ...)
 

@@ -22,7 +22,14 @@ from .cache import FileCache
 from .client import Client, GaveUp
 from .environment import KernelChoice, capture
 from .envs import BuildFailed, BuildStopped, Environment, EnvironmentCache, EnvironmentSpec, missing_module_hint
-from .execute import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_KERNEL_DID_NOT_START, EXIT_NOTEBOOK_RAISED, EXIT_SUCCEEDED
+from .execute import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_KERNEL_DID_NOT_START,
+    EXIT_NOTEBOOK_RAISED,
+    EXIT_SUCCEEDED,
+    FAILED,
+)
 from .gpus import GpuSampler, GpuSlots
 from .grading import GRADED
 from .inputs import NOTEBOOK, OUTPUT, place_files, place_notebook
@@ -297,7 +304,7 @@ class RunExecutor:
         try:
             for event in slot.follow():
                 kind = event.get("kind")
-                if kind == protocol.LOG:
+                if kind in (protocol.LOG, FAILED):  # FAILED: the run process's own error, its last word
                     last_log = str((event.get("payload") or {}).get("message", ""))
                 elif kind == protocol.CELL_STARTED:
                     ctx.current_cell = event.get("cell_index")

@@ -208,6 +208,8 @@ class _JobRunner:
             execute.emit(protocol.LOG, message=f"{type(error).__name__}: {error}")
             return execute.EXIT_FAILED
         nb = nbformat.from_dict(job["notebook"])
+        for cell in nb.cells:  # nbclient reads each source as one string; files may hold lists of lines
+            cell.source = grading.source_of(cell)
         graded = job.get("phase") == "graded"
 
         def cut(cell_index: int) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
 
-from reprolab_agent.protocol import ISOLATION_NONE, isolation_satisfies, python_misfit
+from reprolab_agent.protocol import ISOLATION_NONE, KIND_NOTEBOOK, isolation_satisfies, python_misfit
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -67,6 +67,7 @@ class QueuedRun:
     environment: bool = False
     python_minimum: str = ""
     requires_python: str = ""
+    kind: str = KIND_NOTEBOOK  # protocol.RUN_KINDS: only nodes whose agent runs that kind
 
     @property
     def gpus_wanted(self) -> int:
@@ -89,6 +90,7 @@ class NodeSlot:
     network: bool = False  # its owner lets runs that ask for it reach the network
     environments: bool = False  # its agent builds declared environments
     python_version: str = ""  # the Python it builds them on
+    run_kinds: frozenset[str] = frozenset({KIND_NOTEBOOK})  # what its agent runs (older agents: notebooks)
 
     @property
     def gpu_count(self) -> int:
@@ -141,6 +143,8 @@ def can_run(run: QueuedRun, node: NodeSlot) -> bool:
     if not isolation_satisfies(node.isolation, run.isolation):
         return False
     if run.network and not node.network:
+        return False
+    if run.kind not in node.run_kinds:  # an agent that predates grading would run it as a notebook
         return False
     if run.environment and not (
         node.environments

@@ -289,6 +289,12 @@ class GradeObservationSerializer(serializers.Serializer):
     restored = serializers.ListField(
         child=serializers.CharField(max_length=200), max_length=50, required=False, default=list
     )
+    during = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=50, required=False, default=list
+    )
+    during_quiet = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=50, required=False, default=list
+    )
     error = serializers.BooleanField()
     ename = serializers.CharField(max_length=200, allow_blank=True, trim_whitespace=False)
     evalue = serializers.CharField(max_length=2000, allow_blank=True, trim_whitespace=False)

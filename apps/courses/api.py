@@ -12,6 +12,7 @@ from django.http import FileResponse, Http404
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -28,7 +29,7 @@ from apps.core.parsers import BoundedJSONParser
 from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
-from . import assignments, gradebook, services, submissions
+from . import assignments, gradebook, grading, services, submissions
 from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
 from .assignments import MAX_ASSIGNMENT_BYTES
 from .models import (
@@ -375,6 +376,48 @@ class SubmissionDetailView(SubmissionReadMixin):
         return Response(self.serialize(submission))
 
 
+class SubmissionRegradeView(SubmissionReadMixin):
+    """POST (teaching staff): grade the submission again on new runs (after a lost run or a fixed
+    test). Autograded results are replaced; manual points stay."""
+
+    serializer_class = SubmissionSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={202: SubmissionSerializer, **errors(403, 404)})
+    def post(self, request: Request, slug: str, name: str, submission_id: int) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, STAFF_ROLES, "regrade submissions")
+        submission = get_object_or_404(assignment.submissions.all(), pk=submission_id)
+        grading.regrade(submission)
+        return Response(
+            self.serialize(_submissions(request, course, assignment).get(pk=submission.pk)),
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class GradesReleaseView(GenericAPIView):
+    """POST (instructors): release the assignment's results to its students (for
+    results_visibility `on_release`); DELETE withdraws them."""
+
+    serializer_class = AssignmentSerializer
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: AssignmentSerializer, **errors(403, 404)})
+    def post(self, request: Request, slug: str, name: str) -> Response:
+        return self._set(request, slug, name, released=True)
+
+    @extend_schema(request=None, responses={200: AssignmentSerializer, **errors(403, 404)})
+    def delete(self, request: Request, slug: str, name: str) -> Response:
+        return self._set(request, slug, name, released=False)
+
+    def _set(self, request: Request, slug: str, name: str, *, released: bool) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, CAN_MANAGE, "release grades")
+        assignment.grades_released_at = timezone.now() if released else None
+        assignment.save(update_fields=["grades_released_at"])
+        return Response(self.get_serializer(assignment).data)
+
+
 class SubmissionFeedbackView(GenericAPIView):
     """The feedback notebook of one submitted notebook (`?notebook=PATH`): the student's answers
     executed with the tests they were given, never the hidden ones. 404 until it is graded and
@@ -391,9 +434,8 @@ class SubmissionFeedbackView(GenericAPIView):
         submission = get_object_or_404(_submissions(request, course, assignment), pk=submission_id)
         if not submissions.results_visible(submission, staff=role_in(course) in STAFF_ROLES):
             raise Http404("No feedback yet.")
-        file = submission.files.filter(
-            path=str(request.query_params.get("notebook", "")), grading_state=FileGradingState.GRADED
-        ).first()
+        path = str(request.query_params.get("notebook", "")).replace("\x00", "")
+        file = submission.files.filter(path=path, grading_state=FileGradingState.GRADED).first()
         artifact = submissions.feedback_artifact(file) if file is not None else None
         if file is None or artifact is None:
             raise Http404("No feedback for that notebook.")

@@ -9,6 +9,7 @@ from .api import (
     CourseMembersView,
     ExtensionsView,
     GradebookView,
+    GradesReleaseView,
     InviteDetailView,
     InvitesView,
     JoinView,
@@ -16,6 +17,7 @@ from .api import (
     RosterView,
     SubmissionDetailView,
     SubmissionFeedbackView,
+    SubmissionRegradeView,
     SubmissionsView,
 )
 
@@ -40,6 +42,12 @@ urlpatterns = [
         f"{C}/assignments/<slug:name>/submissions/<id:submission_id>/",
         SubmissionDetailView.as_view(),
         name="api-course-submission-detail",
+    ),
+    path(f"{C}/assignments/<slug:name>/grades/release/", GradesReleaseView.as_view(), name="api-course-grades-release"),
+    path(
+        f"{C}/assignments/<slug:name>/submissions/<id:submission_id>/regrade/",
+        SubmissionRegradeView.as_view(),
+        name="api-course-submission-regrade",
     ),
     path(
         f"{C}/assignments/<slug:name>/submissions/<id:submission_id>/feedback/",

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db.models import OuterRef, Subquery
 
-from .models import Assignment, CellGrade, CellOutcome, Course, CourseRole, Submission
+from .models import Assignment, CellGrade, CellOutcome, Course, CourseRole, Submission, SubmissionFile
 
 # nbgrader's CsvExportPlugin, in its order.
 NBGRADER_COLUMNS = (
@@ -40,6 +40,7 @@ class Entry:
     submission: Submission | None
     cells: dict[str, float | None] = field(default_factory=dict)  # grade_id: points (None: ungraded)
     needs_manual_grading: bool = False
+    flags: int = 0  # what the grader or the rebuild noted for review (tampering suspected, ...)
 
     def as_json(self, assignment: Assignment) -> dict[str, Any]:
         submission = self.submission
@@ -58,6 +59,7 @@ class Entry:
             "score": submission.score,
             "max_score": submission.max_score,
             "needs_manual_grading": self.needs_manual_grading,
+            "flags": self.flags,
             "cells": self.cells,
         }
 
@@ -146,6 +148,11 @@ def gradebook(course: Course) -> Gradebook:
     cells: dict[int, list[CellGrade]] = {}
     for cell in CellGrade.objects.filter(file__submission__in=submissions).select_related("file"):
         cells.setdefault(cell.file.submission_id, []).append(cell)
+    file_flags: dict[int, int] = {}
+    for submission_id, flags in SubmissionFile.objects.filter(submission__in=submissions).values_list(
+        "submission_id", "flags"
+    ):
+        file_flags[submission_id] = file_flags.get(submission_id, 0) + len(flags or [])
     entries = {}
     for submission in submissions:
         graded = cells.get(submission.pk, [])
@@ -153,5 +160,6 @@ def gradebook(course: Course) -> Gradebook:
             submission,
             cells={f"{c.file.path}:{c.grade_id}": c.points for c in graded},
             needs_manual_grading=any(c.outcome == CellOutcome.NEEDS_GRADING for c in graded),
+            flags=file_flags.get(submission.pk, 0) + sum(len(c.flags or []) for c in graded),
         )
     return Gradebook(assignments, students, entries)

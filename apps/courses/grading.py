@@ -26,6 +26,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from reprolab_agent import protocol
+from reprolab_agent.grading import plain
 
 from apps.compute.models import FINAL_STATES, Run, RunKind, RunState
 from apps.compute.selectors import final_artifacts
@@ -217,6 +218,23 @@ def _fail_file(file: SubmissionFile, reason: str) -> None:
     file.save(update_fields=["grading_state", "grading_error", "graded_at"])
 
 
+def regrade(submission: Submission) -> Submission:
+    """Grade the submission again, every notebook on a new run (a lost run, a node at fault, a
+    test the instructor fixed): autograded results are replaced; a grader's manual points stay."""
+    with transaction.atomic():
+        submission = Submission.objects.select_for_update().get(pk=submission.pk)
+        SubmissionFile.objects.filter(submission=submission).update(
+            run=None, grading_state=FileGradingState.QUEUED, grading_error="", graded_at=None, flags=[]
+        )
+        CellGrade.objects.filter(file__submission=submission, kind="test").delete()
+        submission.state = SubmissionState.RECEIVED
+        submission.raw_score = submission.score = submission.graded_at = None
+        submission.save(update_fields=["state", "raw_score", "score", "graded_at"])
+    queue_grading(submission.pk)
+    submission.refresh_from_db()
+    return submission
+
+
 # --- recording --------------------------------------------------------------------------------------------
 def record_grading(run_id: int) -> None:
     """Turn a finished grading run into the file's cell grades, then settle its submission."""
@@ -299,7 +317,8 @@ def _feedback_errors(run: Run) -> dict[str, tuple[str, str]]:
         outputs = cell.get("outputs") if isinstance(cell, dict) else None
         for output in outputs if isinstance(outputs, list) else []:
             if key and isinstance(output, dict) and output.get("output_type") == "error":
-                errors.setdefault(key, (str(output.get("ename", ""))[:200], str(output.get("evalue", ""))[:1000]))
+                # The student's code wrote it: text PostgreSQL stores (no NUL, valid Unicode).
+                errors.setdefault(key, (plain(output.get("ename"), 200), plain(output.get("evalue"), 1000)))
     return errors
 
 
@@ -340,13 +359,22 @@ def reconcile(limit: int = 100) -> int:
         .distinct()[:limit]
     )
     for submission_id in list(waiting):
-        queue_grading(submission_id)
-        done += 1
+        done += _attempt(queue_grading, submission_id)
     finished = SubmissionFile.objects.filter(
         grading_state=FileGradingState.QUEUED, run__state__in=FINAL_STATES, run__finished_at__lte=before
     ).values_list("run_id", flat=True)[:limit]
     for run_id in list(finished):
         assert run_id is not None
-        record_grading(run_id)
-        done += 1
+        done += _attempt(record_grading, run_id)
     return done
+
+
+def _attempt(step: Any, key: int) -> int:
+    """One item of the reconciler: a failure is logged and retried next time, and never keeps
+    the items after it from their turn."""
+    try:
+        step(key)
+    except Exception:
+        logger.exception("grading: %s(%s) failed; retried at the next sweep", step.__name__, key)
+        return 0
+    return 1

@@ -1,8 +1,9 @@
 """The notebook a submission is graded on, rebuilt from the instructor's source.
 
-Every cell comes from the instructor's source notebook, in its order: test cells with their
-hidden tests, locked cells, tasks and plain cells. Only the answer cells' sources (solution
-cells, matched by grade_id) come from the submission. So deleting, retyping or editing a test or
+Every cell comes from the instructor's notebook, in its order: test cells from the source (with
+their hidden tests), every other cell from the student version generated from it (locked cells,
+tasks without their mark schemes, plain cells: nothing a student may not read). Only the answer
+cells' sources (solution cells, matched by grade_id) come from the submission. So deleting, retyping or editing a test or
 locked cell, or editing its metadata (points, grade_id), changes nothing: what the student did is
 only noted for the instructor. A missing answer cell is graded as the unanswered stub the student
 received (its tests fail; nothing crashes). Cells a student added are not graded (nbgrader keeps
@@ -18,6 +19,28 @@ from typing import Any
 from .nbgrader_format import is_grade, is_locked, is_solution, is_task, nbgrader_metadata, source_of
 
 COMPARED_METADATA = ("grade", "solution", "locked", "task", "points", "grade_id")
+# What an answer needs to reach into the kernel or the tests' tools, rather than answer: named for
+# the instructor to review (honest answers rarely use any; reprolab_agent.grading undoes most).
+SUSPICIOUS = (
+    "get_ipython",
+    "addaudithook",
+    "sys.modules",
+    "__builtins__",
+    "builtins",
+    "settrace",
+    "setprofile",
+    "setitimer",
+    "signal.signal",
+    "threading",
+    "_thread",
+    "ctypes",
+    "gc.get_objects",
+    "__eq__",
+    "numpy.testing",
+    "np.testing",
+    "os._exit",
+    "os.kill",
+)
 
 
 @dataclass
@@ -68,9 +91,17 @@ def rebuild(source: dict[str, Any], given: dict[str, Any], submitted: dict[str, 
     stubs, _ = _by_grade_id(given)
     result = Rebuilt(nb={})
     result.flags += [f"grade_id {key!r} appears more than once; the first cell was taken" for key in sorted(twice)]
+    added = sum(1 for cell in submitted.get("cells") or [] if isinstance(cell, dict) and not grade_id(cell))
+    added -= sum(1 for cell in given["cells"] if not grade_id(cell))
+    if added > 0:
+        result.flags.append(f"{added} cell(s) the student added were not graded (only answer cells are)")
     cells = []
-    for cell in source["cells"]:
-        new = copy.deepcopy(cell)
+    if len(given["cells"]) != len(source["cells"]):
+        raise ValueError("the student version does not match its source notebook")
+    for cell, student_cell in zip(source["cells"], given["cells"], strict=True):
+        # Only a test's source is the instructor's own (hidden tests); nothing else of the
+        # source (a task's mark scheme, a solution) is ever run where students can read it.
+        new = copy.deepcopy(cell if is_grade(cell) and not is_solution(cell) else student_cell)
         key = grade_id(cell)
         mine, stub = theirs.get(key), stubs.get(key)
         if key and stub is not None and (is_solution(cell) or is_grade(cell) or is_locked(cell) or is_task(cell)):
@@ -91,6 +122,10 @@ def rebuild(source: dict[str, Any], given: dict[str, Any], submitted: dict[str, 
                 new["source"] = answer
                 if answer == source_of(stub):
                     result.unanswered.add(key)
+                used = [name for name in SUSPICIOUS if name in answer]
+                if used:
+                    result.flags.append(f"answer cell {key!r} uses {', '.join(used)} (review)")
+        new["source"] = source_of(new)  # one string: the student version stores lists of lines
         _clear(new)
         cells.append(new)
     result.nb = {

@@ -41,6 +41,14 @@ def score_test(observation: dict[str, Any] | None, points: float) -> TestScore:
         flags.append(
             f"before this test the grader undid changes to the kernel: {', '.join(undone)} (tampering suspected)"
         )
+    during = [str(name) for name in observation.get("during") or []]
+    if during:  # changed while the test ran (a thread, a signal handler): its result cannot stand
+        flags.append(f"the kernel was changed while this test ran: {', '.join(during)} (tampering suspected)")
+    # Honest code changes these too (matplotlib registers a callback, tqdm starts a thread), so
+    # they are only shown; a thread or callback could also be how a test was tampered with.
+    quiet = [str(note) for note in [*(observation.get("restored") or []), *(observation.get("during_quiet") or [])]]
+    if quiet:
+        flags.append(f"around this test: {', '.join(sorted(set(quiet)))} (review)")
     if observation.get("reply") == "ok" and not observation.get("proof"):
         flags.append(TAMPER_NO_PROOF)
     error = f"{observation.get('ename', '')}: {observation.get('evalue', '')}".strip(": ")
@@ -48,7 +56,7 @@ def score_test(observation: dict[str, Any] | None, points: float) -> TestScore:
         return TestScore(0.0, CellOutcome.TIMEOUT, "The test ran past the cell time limit.", flags)
     if observation.get("reply") != "ok" or observation.get("error"):
         return TestScore(0.0, CellOutcome.FAILED, error or "The test raised an error.", flags)
-    if TAMPER_NO_RESET in flags or TAMPER_NO_PROOF in flags:
+    if TAMPER_NO_RESET in flags or TAMPER_NO_PROOF in flags or during:
         return TestScore(0.0, CellOutcome.FAILED, "; ".join(flags), flags)
     if observation.get("stderr"):
         return TestScore(0.0, CellOutcome.FAILED, "The test wrote to stderr (nbgrader scores that 0).", flags)

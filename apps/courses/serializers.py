@@ -110,6 +110,7 @@ class AssignmentSerializer(serializers.ModelSerializer):
             "results_visibility",
             "released",
             "released_at",
+            "grades_released_at",
             "files",
             "created_at",
         ]

@@ -3,6 +3,7 @@ policy (and the student's extension), bounded by its maximum number of submissio
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -76,9 +77,12 @@ def submit(*, assignment: Assignment, student: User, files: Sequence[Incoming]) 
         seen.add(path)
         incoming.content.seek(0)
         try:
-            parse_notebook(incoming.content.read())
+            nb = parse_notebook(incoming.content.read())
+            json.dumps(nb, ensure_ascii=False).encode()
         except ValidationError as error:
             raise ValidationError({"files": f"{path}: {' '.join(error.messages)}"}) from None
+        except UnicodeEncodeError:  # a lone surrogate, escaped in the file's JSON: not text
+            raise ValidationError({"files": f"{path}: the notebook holds text that is not valid Unicode."}) from None
         incoming.content.seek(0)
         prepared.append((path, store_blob(incoming.content)))
     if not prepared:
@@ -125,8 +129,8 @@ def results_visible(submission: Submission, *, staff: bool) -> bool:
     if assignment.results_visibility == ResultsVisibility.IMMEDIATELY:
         return True
     if assignment.results_visibility == ResultsVisibility.AFTER_DUE:
-        due = due_for(assignment, submission.student)
-        return due is None or timezone.now() >= due
+        due = due_for(assignment, submission.student)  # and its grace period: work still counts then
+        return due is None or timezone.now() >= due + timedelta(minutes=assignment.grace_minutes)
     return assignment.grades_released_at is not None
 
 

@@ -46,8 +46,20 @@ def project_create(
 PROJECT_EDITABLE_FIELDS = ("name", "description", "license", "visibility")
 
 
+MANAGED_BY_COURSE = "This project holds a course's grading runs: the course decides its members and visibility."
+
+
+def _check_not_managed(project: Project) -> None:
+    """A course's grading project (apps.courses.grading) keeps the members the course gives it
+    and stays private: its notebooks hold hidden tests."""
+    if hasattr(project, "grading_course"):  # the reverse side of Course.grading_project
+        raise ValidationError({"project": MANAGED_BY_COURSE})
+
+
 @transaction.atomic
 def project_update(*, project: Project, **changes: Any) -> Project:
+    if "visibility" in changes and changes["visibility"] != project.visibility:
+        _check_not_managed(project)
     unknown = set(changes) - set(PROJECT_EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({field: "This field cannot be changed." for field in unknown})
@@ -76,6 +88,7 @@ def _ensure_an_owner_remains(project: Project) -> None:
 @transaction.atomic
 def membership_set(*, project: Project, user: User, role: str, actor_role: Role | None) -> Membership:
     """Add a member or change a member's role."""
+    _check_not_managed(project)
     if role not in Role.values:
         raise ValidationError({"role": f"Unknown role '{role}'; choose one of {', '.join(Role.values)}."})
     # Lock the project's memberships so two concurrent demotions cannot both pass the owner check.
@@ -94,6 +107,7 @@ def membership_set(*, project: Project, user: User, role: str, actor_role: Role 
 
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor_role: Role | None) -> None:
+    _check_not_managed(membership.project)
     list(Membership.objects.select_for_update().filter(project_id=membership.project_id))
     _check_role_change(actor_role=actor_role, old=Role(membership.role), new=None)
     project = membership.project

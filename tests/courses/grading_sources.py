@@ -14,12 +14,13 @@ import nbformat
 from .sources import graded
 
 HIDDEN_MARK = "hidden-check-7f3a"  # appears only in hidden tests: must never reach a student
+RUBRIC_MARK = "rubric-secret-41c9"  # appears only in a task's mark scheme: never for students either
 DATA = "x\n1\n2\n3\n4\n"
 
 
 def three_questions() -> nbformat.NotebookNode:
     """add (2 points, with a hidden test), mean over the data file (3 points, partial credit by
-    its result), a manually graded explanation (1 point)."""
+    its result), a manually graded explanation (1 point) and a task with a mark scheme (1 point)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
@@ -65,6 +66,15 @@ def three_questions() -> nbformat.NotebookNode:
             solution=True,
             grade=True,
             grade_id="explain",
+            points=1,
+        ),
+        graded(
+            nbformat.v4.new_markdown_cell(
+                f"Sketch the data.\n=== BEGIN MARK SCHEME ===\n{RUBRIC_MARK}: both axes named.\n=== END MARK SCHEME ==="
+            ),
+            task=True,
+            locked=True,  # as nbgrader's own toolbar makes task cells (its autograde refuses others)
+            grade_id="sketch",
             points=1,
         ),
     ]
@@ -122,6 +132,17 @@ TAMPERING = {
     "replaced_execute_handler": WRONG_ADD
     + "k = get_ipython().kernel\nk.shell_handlers['execute_request'] = k.shell_handlers['kernel_info_request']",
     "settrace": WRONG_ADD + "import sys\nsys.settrace(lambda *a: None)",
+    "audit_hook": WRONG_ADD
+    + "import ast, sys\nclass Drop(ast.NodeTransformer):\n    def visit_Assert(self, node):\n        return None\n"
+    + "def hook(event, args):\n    if event == 'compile' and Drop not in map(type, get_ipython().ast_transformers):\n"
+    + "        get_ipython().ast_transformers.append(Drop())\ntry:\n    sys.addaudithook(hook)\nexcept RuntimeError as e:\n"
+    + "    print(e)",
+    "compiler_patch": WRONG_ADD
+    + "import ast, builtins\nimport IPython.core.compilerop as c\nclass Drop(ast.NodeTransformer):\n"
+    + "    def visit_Assert(self, node):\n        return None\n"
+    + "def compile(source, *a, **k):\n    tree = builtins.compile(source, *a, **k)\n"
+    + "    return ast.fix_missing_locations(Drop().visit(tree)) if isinstance(tree, ast.AST) else tree\n"
+    + "c.compile = compile",
     "reads_hidden_tests": WRONG_ADD
     + "import os, glob\nfound = []\nfor p in glob.glob('/**/*.ipynb', recursive=True) + glob.glob('**/*', recursive=True):\n"
     + "    try:\n        found.append(open(p, errors='ignore').read())\n    except Exception:\n        pass\n"

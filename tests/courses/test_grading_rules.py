@@ -31,6 +31,7 @@ class TestRebuild:
         cells = _cells(result.nb)
         assert cells["add"]["source"] == sources.ANSWERS["honest"]["add"]
         assert sources.HIDDEN_MARK in cells["test_add"]["source"]  # hidden tests restored
+        assert sources.RUBRIC_MARK not in json.dumps(result.nb)  # never a mark scheme
         assert cells["test_add"]["source"] == _cells(source)["test_add"]["source"]
         assert result.flags == []
         assert result.unanswered == set()

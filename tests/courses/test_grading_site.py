@@ -103,30 +103,41 @@ def test_a_submission_queues_a_grading_run_in_the_courses_grading_project(
     assert Membership.objects.get(project=project, user=people["tariq"]).role == "maintainer"
     member_remove(course=course_, username="tariq")
     assert not Membership.objects.filter(project=project, user=people["tariq"]).exists()
+    # and nobody changes them, or the project's visibility, behind the course's back
+    ines = client_for(people["ines"])
+    added = ines.post(
+        f"/api/v1/projects/{project.slug}/members/", {"username": "stella", "role": "viewer"}, format="json"
+    )
+    assert added.status_code == 400
+    assert "course" in str(added.json())
+    public = ines.patch(f"/api/v1/projects/{project.slug}/", {"visibility": "public"}, format="json")
+    assert public.status_code in (400, 403)
+    assert not Membership.objects.filter(project=project, user=people["stella"]).exists()
 
 
 @pytest.mark.parametrize(
-    ("owner", "lists_project", "takes"),
+    ("owner", "lists_project", "grades", "takes"),
     [
-        ("ines", True, True),
-        ("ines", False, False),
-        ("tariq", True, False),
-        ("stella", True, False),
-        ("root", False, True),
+        ("ines", True, True, True),
+        ("ines", False, True, False),
+        ("ines", True, False, False),  # an agent from before grading would run it as a notebook
+        ("tariq", True, True, False),
+        ("stella", True, True, False),
+        ("root", False, True, True),
     ],
 )
 def test_only_the_instructors_registered_nodes_or_staff_shared_ones_grade(
-    course, client_for, django_capture_on_commit_callbacks, owner, lists_project, takes
+    course, client_for, django_capture_on_commit_callbacks, owner, lists_project, grades, takes
 ):
     course_, _, people = course
     with django_capture_on_commit_callbacks(execute=True):
         hand_in(client_for(people["stella"]), sources.ANSWERS["honest"])
     node = compute.node_register(owner=people[owner], name="n").node
+    node.capabilities = {"run_kinds": ["notebook", "grading"]} if grades else {}
+    node.shared = owner == "root"
+    node.save()
     if lists_project:
         node.projects.add(course_.grading_project)
-    if owner == "root":
-        node.shared = True
-        node.save()
     claim = run_claim(node=node)
     assert (claim is not None) == takes
 
@@ -147,7 +158,7 @@ def test_a_nodes_report_becomes_cell_grades_and_a_score(course, client_for, djan
     assert submission.raw_score == 3.5
     body = stella.get(f"{BASE}assignments/ps1/submissions/{submission.pk}/").json()
     assert body["score"] == 3.5
-    assert body["max_score"] == 6
+    assert body["max_score"] == 7
     assert body["needs_manual_grading"] is True
     cells = {c["grade_id"]: c for c in body["files"][0]["cells"]}
     assert set(cells["test_add"]) == {"grade_id", "kind", "max_points", "points", "outcome", "message", "hidden"}
@@ -241,7 +252,7 @@ def test_the_gradebook_counts_each_students_latest_submission(
     assert rows["stella"]["submission"] == second.pk
     assert rows["stella"]["score"] == 5
     assert rows["stella"]["cells"]["ps1.ipynb:test_add"] == 2
-    assert rows["sven"] == {"submission": None, "state": "missing", "score": 0.0, "max_score": 6.0}
+    assert rows["sven"] == {"submission": None, "state": "missing", "score": 0.0, "max_score": 7.0}
     response = ines.get(f"{BASE}gradebook/?format=csv")
     assert response["Content-Type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(response.content.decode())))

@@ -49,6 +49,7 @@ TAMPERING_FLAGGED = {
     "replaced_run_cell",
     "replaced_execute_handler",
     "settrace",
+    "compiler_patch",
 }
 
 
@@ -106,6 +107,7 @@ def download_student_version(stack: CourseStack, token: str) -> dict:
     response = stack.api(token, "GET", "assignments/ps1/release/")
     assert response.status_code == 200, response.text
     assert sources.HIDDEN_MARK.encode() not in response.content
+    assert sources.RUBRIC_MARK.encode() not in response.content
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert sorted(archive.namelist()) == ["ps1/data.csv", "ps1/ps1.ipynb"]
         return json.loads(archive.read("ps1/ps1.ipynb"))
@@ -140,8 +142,9 @@ def test_honest_and_partial_submissions_are_graded_on_a_node(course_stack):
     assert graded.state == "graded"
     body = stack.api(token, "GET", f"assignments/ps1/submissions/{honest}/").json()
     assert body["results_visible"] is True
-    assert body["max_score"] == 6
-    assert body["score"] == 5  # both tests; the explanation waits for a grader
+    assert body["max_score"] == 7
+    staff = stack.api(make_token(stack.instructor), "GET", f"assignments/ps1/submissions/{honest}/").json()
+    assert body["score"] == 5, json.dumps(staff)  # both tests; the explanation and the task wait for a grader
     assert body["needs_manual_grading"] is True
     cells = {c["grade_id"]: c for c in body["files"][0]["cells"]}
     assert cells["test_add"] == {
@@ -154,6 +157,7 @@ def test_honest_and_partial_submissions_are_graded_on_a_node(course_stack):
     feedback = requests.get(body["files"][0]["feedback"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert feedback.status_code == 200
     assert sources.HIDDEN_MARK.encode() not in feedback.content
+    assert sources.RUBRIC_MARK.encode() not in feedback.content
     assert "def add(a, b):\\n    return a + b" in feedback.text  # the student's own answers, executed
 
     body = stack.api(token, "GET", f"assignments/ps1/submissions/{wait_graded(partial).pk}/").json()
@@ -209,6 +213,7 @@ def test_tampering_never_raises_a_score(course_stack):
             student.json()["files"][0]["feedback"], headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         assert sources.HIDDEN_MARK.encode() not in feedback.content, name
+        assert sources.RUBRIC_MARK.encode() not in feedback.content, name
         if name in TAMPERING_FLAGGED:
             assert any("tampering suspected" in flag for flag in cells["test_add"]["flags"]), (name, cells)
         if name in KERNEL_DOWN:

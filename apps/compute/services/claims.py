@@ -127,6 +127,7 @@ def _queued_run(run: Run, allowed_node_ids: frozenset[int] | None) -> scheduling
         environment=run.environment_lock is not None,
         python_minimum=run.environment_lock.python_version if run.environment_lock else "",
         requires_python=run.environment_lock.requires_python if run.environment_lock else "",
+        kind=run.kind,
     )
 
 
@@ -162,7 +163,15 @@ def _node_slot(node: Node, *, running: int, gpus_in_use: int) -> scheduling.Node
         network=capabilities.get(protocol.CAP_NETWORK) is True,
         environments=capabilities.get(protocol.CAP_ENVIRONMENTS) is True,
         python_version=str(capabilities.get(protocol.CAP_PYTHON) or "")[:40],
+        run_kinds=_run_kinds(capabilities.get(protocol.CAP_RUN_KINDS)),
     )
+
+
+def _run_kinds(reported: Any) -> frozenset[str]:
+    """The run kinds a node's agent said it runs; notebook runs only for anything odd or absent."""
+    if not isinstance(reported, list):
+        return frozenset({protocol.KIND_NOTEBOOK})
+    return frozenset(kind for kind in reported if kind in protocol.RUN_KINDS) | {protocol.KIND_NOTEBOOK}
 
 
 def _stored_mb(value: Any) -> int:
