@@ -29,7 +29,7 @@ from apps.core.parsers import BoundedJSONParser
 from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
-from . import assignments, gradebook, grading, services, submissions
+from . import assignments, gradebook, grading, manual, services, submissions
 from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
 from .assignments import MAX_ASSIGNMENT_BYTES
 from .models import (
@@ -41,17 +41,22 @@ from .models import (
     CourseRole,
     Extension,
     FileGradingState,
+    RegradeRequest,
     Submission,
 )
 from .serializers import (
     AssignmentCreateSerializer,
     AssignmentSerializer,
+    CellGradeWriteSerializer,
     CourseMemberSerializer,
     CourseSerializer,
     ExtensionSerializer,
     InviteSerializer,
     JoinSerializer,
     MemberWriteSerializer,
+    RegradeAnswerSerializer,
+    RegradeAskSerializer,
+    RegradeRequestSerializer,
     RosterSerializer,
     StaffSubmissionSerializer,
     SubmissionSerializer,
@@ -302,7 +307,9 @@ class ReleaseView(GenericAPIView):
 
 def _submissions(request: Request, course: Course, assignment: Assignment) -> QuerySet[Submission]:
     """The assignment's submissions the requester may see: a student, their own; staff, all."""
-    found = assignment.submissions.select_related("student", "assignment__course").prefetch_related("files__cells")
+    found = assignment.submissions.select_related("student", "assignment__course").prefetch_related(
+        "files__cells__changes__changed_by"
+    )
     return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(request))
 
 
@@ -504,3 +511,115 @@ class GradebookView(GenericAPIView):
             disposition = f'attachment; filename="{course.slug}-grades.csv"'
             return Response(book.csv(), headers={"Content-Disposition": disposition})
         return Response(book.as_json())
+
+
+# --- grading by hand ---------------------------------------------------------------------------------
+def _own_submission(request: Request, slug: str, name: str, submission_id: int) -> tuple[Course, Submission]:
+    course, assignment = _assignment(request, slug, name)
+    return course, get_object_or_404(_submissions(request, course, assignment), pk=submission_id)
+
+
+class CellGradeView(SubmissionReadMixin):
+    """PATCH (teaching staff): `points` and/or `comment` for one graded cell of the submission
+    (`notebook` when two of its notebooks have that cell). Overriding an autograded test is an
+    instructor's, with a `reason`; every change of points is logged. Answers with the submission."""
+
+    serializer_class = SubmissionSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=CellGradeWriteSerializer, responses={200: SubmissionSerializer, **errors(400, 403, 404)})
+    def patch(self, request: Request, slug: str, name: str, submission_id: int, grade_id: str) -> Response:
+        course, submission = _own_submission(request, slug, name, submission_id)
+        require_course_role(course, STAFF_ROLES, "grade submissions")
+        data = validated(CellGradeWriteSerializer, request.data)
+        cell = manual.cell_of(submission, grade_id, data["notebook"])
+        if cell.kind == "test" and data["points"] is not None:
+            require_course_role(course, CAN_MANAGE, "override an autograded test")
+        manual.grade_cell(
+            cell=cell,
+            grader=authenticated_user(request),
+            points=data["points"],
+            comment=data["comment"],
+            reason=data["reason"],
+        )
+        return Response(self.serialize(_submissions(request, course, submission.assignment).get(pk=submission.pk)))
+
+
+class RegradeAskView(GenericAPIView):
+    """POST (the submission's student, once its results are visible): ask for one cell to be
+    graded again, with a `message`."""
+
+    serializer_class = RegradeRequestSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=RegradeAskSerializer, responses={201: RegradeRequestSerializer, **errors(400, 403, 404)})
+    def post(self, request: Request, slug: str, name: str, submission_id: int, grade_id: str) -> Response:
+        course, submission = _own_submission(request, slug, name, submission_id)
+        require_course_role(course, (CourseRole.STUDENT,), "ask for a regrade")
+        if not submissions.results_visible(submission, staff=False):
+            raise Http404("No results yet.")
+        data = validated(RegradeAskSerializer, request.data)
+        cell = manual.cell_of(submission, grade_id, data["notebook"])
+        made = manual.request_regrade(cell=cell, student=authenticated_user(request), message=data["message"])
+        return Response(self.get_serializer(made).data, status=status.HTTP_201_CREATED)
+
+
+class RegradeRequestsView(mixins.ListModelMixin, GenericAPIView):
+    """GET: the assignment's regrade requests (a student: their own; teaching staff: all)."""
+
+    queryset = RegradeRequest.objects.none()  # the model, for the schema
+    serializer_class = RegradeRequestSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self) -> QuerySet[RegradeRequest]:
+        course, assignment = _assignment(self.request, self.kwargs["slug"], self.kwargs["name"])
+        found = RegradeRequest.objects.filter(cell__file__submission__assignment=assignment).select_related(
+            "cell__file", "student"
+        )
+        return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(self.request))
+
+    def get(self, request: Request, slug: str, name: str) -> Response:
+        return self.list(request)
+
+
+class RegradeAnswerView(GenericAPIView):
+    """POST (teaching staff): `answer` a regrade request, with new `points` or not."""
+
+    serializer_class = RegradeRequestSerializer
+    permission_classes = [IsAuthenticated]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=RegradeAnswerSerializer, responses={200: RegradeRequestSerializer, **errors(400, 403, 404)})
+    def post(self, request: Request, slug: str, name: str, request_id: int) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, STAFF_ROLES, "answer regrade requests")
+        found = get_object_or_404(
+            RegradeRequest.objects.filter(cell__file__submission__assignment=assignment), pk=request_id
+        )
+        data = validated(RegradeAnswerSerializer, request.data)
+        if data["points"] is not None and found.cell.kind == "test":
+            require_course_role(course, CAN_MANAGE, "override an autograded test")
+        answered = manual.answer_regrade(
+            request=found, grader=authenticated_user(request), answer=data["answer"], points=data["points"]
+        )
+        return Response(self.get_serializer(answered).data)
+
+
+class GradingQueueView(GenericAPIView):
+    """GET (teaching staff): the cells waiting for a grader in each student's latest submission,
+    one question at a time; students anonymous unless `?names=1`."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("names", bool, required=False)],
+        responses={200: OpenApiTypes.OBJECT, **errors(403, 404)},
+    )
+    def get(self, request: Request, slug: str, name: str) -> Response:
+        course, assignment = _assignment(request, slug, name)
+        require_course_role(course, STAFF_ROLES, "see the grading queue")
+        names = request.query_params.get("names") in ("1", "true")
+        items = manual.grading_queue(gradebook.latest_submissions(assignment.submissions.all()))
+        return Response({"count": len(items), "results": [item.as_json(names=names) for item in items]})

@@ -13,7 +13,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from .models import Assignment, CellGrade, CellOutcome, Course, CourseRole, Submission, SubmissionFile
 
@@ -131,6 +131,12 @@ class Gradebook:
 def _cell(text: str) -> str:
     """A name as a CSV cell no spreadsheet runs as a formula (CWE-1236)."""
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def latest_submissions(submissions: QuerySet[Submission]) -> QuerySet[Submission]:
+    """Of `submissions`, each student's latest to each assignment (the one that counts)."""
+    last = Submission.objects.filter(assignment=OuterRef("assignment"), student=OuterRef("student"))
+    return submissions.filter(number=Subquery(last.order_by("-number").values("number")[:1]))
 
 
 def gradebook(course: Course) -> Gradebook:

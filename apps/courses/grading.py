@@ -26,7 +26,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from reprolab_agent import protocol
-from reprolab_agent.grading import plain
+from reprolab_agent.grading import has_hidden_tests, plain
 
 from apps.compute.models import FINAL_STATES, Run, RunKind, RunState
 from apps.compute.selectors import final_artifacts
@@ -176,12 +176,16 @@ def queue_file(file: SubmissionFile, source: AssignmentFile, *, project: Project
         prerender=False,  # instructors open a few; rendering each in advance costs the graders' CPU
     ).version
     with transaction.atomic():
+        # Taken in turn: the commit hook and a reconciler pass must not both queue this file.
+        if not SubmissionFile.objects.select_for_update().filter(pk=file.pk, run__isnull=True).exists():
+            return Run.objects.get(graded_file__pk=file.pk)
         run = run_submit(
             project=project,
             user=None,
             notebook_version=version,
             dataset_versions=data,
-            timeout_seconds=settings.REPROLAB_GRADING_TIMEOUT,
+            # Each execution gets the limit: with hidden tests there are two (feedback, graded).
+            timeout_seconds=settings.REPROLAB_GRADING_TIMEOUT * (2 if has_hidden_tests(rebuilt.nb) else 1),
             kind=RunKind.GRADING,
         )
         file.run = run

@@ -172,7 +172,8 @@ class Submission(models.Model):
     late_penalty_percent = models.FloatField(default=0.0)
     state = models.CharField(max_length=10, choices=SubmissionState.choices, default=SubmissionState.RECEIVED)
     # Points over the assignment's notebooks (a notebook not submitted scores 0), before and after
-    # the late penalty; None until every notebook is graded and no cell waits for a grader.
+    # the late penalty; None until every notebook is graded (a cell waiting for a grader counts 0
+    # until it is graded).
     raw_score = models.FloatField(null=True, blank=True)
     score = models.FloatField(null=True, blank=True)
     max_score = models.FloatField(default=0.0)
@@ -246,6 +247,10 @@ class CellGrade(models.Model):
     message = models.TextField(blank=True)  # what the student may read (never a hidden test's text)
     detail = models.TextField(blank=True)  # what the grader saw (instructors and TAs only)
     flags = models.JSONField(default=list, blank=True)  # suspected tampering, for instructors
+    comment = models.TextField(blank=True)  # the grader's words to the student
+    graded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["file_id", "id"]
@@ -257,3 +262,45 @@ class CellGrade(models.Model):
     @property
     def points(self) -> float | None:
         return self.manual_points if self.manual_points is not None else self.auto_points
+
+
+class GradeChange(models.Model):
+    """Every change of a cell's score after the autograder's: a grader's points, an override of an
+    autograded test (with its reason), an answer to a regrade request. Never edited or deleted."""
+
+    cell = models.ForeignKey(CellGrade, on_delete=models.CASCADE, related_name="changes")
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    changed_at = models.DateTimeField(auto_now_add=True)
+    old_points = models.FloatField(null=True, blank=True)
+    new_points = models.FloatField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["cell_id", "changed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.cell_id}: {self.old_points} -> {self.new_points}"
+
+
+class RegradeState(models.TextChoices):
+    OPEN = "open", "Waiting for a grader"
+    ANSWERED = "answered", "Answered"
+
+
+class RegradeRequest(models.Model):
+    """A student's request to look at one graded cell again, and the grader's answer."""
+
+    cell = models.ForeignKey(CellGrade, on_delete=models.CASCADE, related_name="regrade_requests")
+    student = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=10, choices=RegradeState.choices, default=RegradeState.OPEN)
+    answer = models.TextField(blank=True)
+    answered_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"regrade of {self.cell_id} ({self.state})"

@@ -77,7 +77,9 @@ def partial_credit(result: Any, points: float) -> float | None:
         return None
     if not math.isfinite(value) or value <= 0:
         return None
-    return min(value, points)
+    # To a hundredth of a point: the result is computed in the student's kernel, and its exact
+    # digits could carry what a hidden test says back to the student.
+    return min(round(value, 2), points)
 
 
 def student_message(outcome: str, *, hidden: bool, feedback_error: tuple[str, str] | None, timeout_seconds: int) -> str:

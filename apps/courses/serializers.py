@@ -1,4 +1,5 @@
 import datetime
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +17,9 @@ from .models import (
     CourseMembership,
     CourseRole,
     FileGradingState,
+    GradeChange,
     LatePolicy,
+    RegradeRequest,
     ResultsVisibility,
     Submission,
     SubmissionFile,
@@ -123,12 +126,77 @@ class CellGradeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CellGrade
-        fields = ["grade_id", "kind", "max_points", "points", "outcome", "message", "hidden"]
+        fields = ["grade_id", "kind", "max_points", "points", "outcome", "message", "hidden", "comment"]
+
+
+class GradeChangeSerializer(serializers.ModelSerializer):
+    changed_by = serializers.CharField(source="changed_by.username", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = GradeChange
+        fields = ["changed_by", "changed_at", "old_points", "new_points", "reason"]
 
 
 class StaffCellGradeSerializer(CellGradeSerializer):
+    changes = GradeChangeSerializer(many=True, read_only=True)
+
     class Meta(CellGradeSerializer.Meta):
-        fields = [*CellGradeSerializer.Meta.fields, "auto_points", "manual_points", "detail", "flags"]
+        fields = [*CellGradeSerializer.Meta.fields, "auto_points", "manual_points", "detail", "flags", "changes"]
+
+
+class PointsField(serializers.FloatField):
+    """Points: a finite number, never true or false (which Python would read as 1 and 0)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            raise serializers.ValidationError("Points are a number, not true or false.")
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("Points are a finite number.")
+        return value
+
+
+class CellGradeWriteSerializer(serializers.Serializer):
+    notebook = serializers.CharField(
+        max_length=500, required=False, default="", help_text="When two notebooks have the cell."
+    )
+    points = PointsField(required=False, allow_null=True, default=None)
+    comment = serializers.CharField(max_length=10_000, required=False, allow_blank=True, allow_null=True, default=None)
+    reason = serializers.CharField(
+        max_length=10_000, required=False, allow_blank=True, default="", help_text="Required to override a test."
+    )
+
+
+class RegradeRequestSerializer(serializers.ModelSerializer):
+    submission = serializers.IntegerField(source="cell.file.submission_id", read_only=True)
+    notebook = serializers.CharField(source="cell.file.path", read_only=True)
+    grade_id = serializers.CharField(source="cell.grade_id", read_only=True)
+    student = serializers.CharField(source="student.username", read_only=True)
+
+    class Meta:
+        model = RegradeRequest
+        fields = [
+            "id",
+            "submission",
+            "notebook",
+            "grade_id",
+            "student",
+            "message",
+            "created_at",
+            "state",
+            "answer",
+            "answered_at",
+        ]
+
+
+class RegradeAskSerializer(serializers.Serializer):
+    notebook = serializers.CharField(max_length=500, required=False, default="")
+    message = serializers.CharField(max_length=10_000)
+
+
+class RegradeAnswerSerializer(serializers.Serializer):
+    answer = serializers.CharField(max_length=10_000)
+    points = PointsField(required=False, allow_null=True, default=None)
 
 
 class SubmissionFileSerializer(serializers.ModelSerializer):

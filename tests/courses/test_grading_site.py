@@ -161,7 +161,16 @@ def test_a_nodes_report_becomes_cell_grades_and_a_score(course, client_for, djan
     assert body["max_score"] == 7
     assert body["needs_manual_grading"] is True
     cells = {c["grade_id"]: c for c in body["files"][0]["cells"]}
-    assert set(cells["test_add"]) == {"grade_id", "kind", "max_points", "points", "outcome", "message", "hidden"}
+    assert set(cells["test_add"]) == {
+        "grade_id",
+        "kind",
+        "max_points",
+        "points",
+        "outcome",
+        "message",
+        "hidden",
+        "comment",
+    }
     assert cells["test_mean"]["outcome"] == "partial"
     staff = client_for(people["tariq"]).get(f"{BASE}assignments/ps1/submissions/{submission.pk}/").json()
     staff_cells = {c["grade_id"]: c for c in staff["files"][0]["cells"]}
@@ -267,3 +276,69 @@ def test_the_gradebook_counts_each_students_latest_submission(
     assert client_for(people["stella"]).get(f"{BASE}gradebook/").status_code == 403
     assert client_for(people["olga"]).get(f"{BASE}gradebook/").status_code == 404
     assert client_for(people["olga"]).get(f"{BASE}gradebook/?format=csv").status_code == 404
+
+
+def test_graders_grade_manual_cells_and_instructors_override_tests_with_a_reason(
+    course, client_for, django_capture_on_commit_callbacks
+):
+    _, _, people = course
+    stella, ines, tariq = (client_for(people[n]) for n in ("stella", "ines", "tariq"))
+    with django_capture_on_commit_callbacks(execute=True):
+        submission = hand_in(stella, sources.ANSWERS["honest"])
+    node_reports(submission, [{**OK, "grade_id": "test_add"}, {**OK, "grade_id": "test_mean", "result": "1.5"}])
+    url = f"{BASE}assignments/ps1/submissions/{submission.pk}/cells/"
+
+    queue = tariq.get(f"{BASE}assignments/ps1/grading-queue/").json()
+    assert [(item["grade_id"], item["student"]) for item in queue["results"]] == [("explain", None), ("sketch", None)]
+    assert tariq.get(f"{BASE}assignments/ps1/grading-queue/?names=1").json()["results"][0]["student"] == "stella"
+    assert stella.get(f"{BASE}assignments/ps1/grading-queue/").status_code == 403
+
+    graded = tariq.patch(f"{url}explain/", {"points": 1, "comment": "Right: it divides."}, format="json")
+    assert graded.status_code == 200, graded.content
+    assert graded.json()["score"] == 4.5  # 2 + 1.5 + 1
+    assert tariq.patch(f"{url}sketch/", {"points": 5}, format="json").status_code == 400  # above its points
+    assert tariq.patch(f"{url}sketch/", {"points": True}, format="json").status_code == 400
+    assert tariq.patch(f"{url}nope/", {"points": 1}, format="json").status_code == 400
+    assert tariq.patch(f"{url}test_mean/", {"points": 3, "reason": "typo"}, format="json").status_code == 403
+    assert ines.patch(f"{url}test_mean/", {"points": 3}, format="json").status_code == 400  # no reason
+    override = ines.patch(f"{url}test_mean/", {"points": 3, "reason": "the test had a typo"}, format="json")
+    assert override.json()["score"] == 6.0
+    assert stella.patch(f"{url}explain/", {"points": 1}, format="json").status_code == 403
+
+    mine = {
+        c["grade_id"]: c
+        for c in stella.get(f"{BASE}assignments/ps1/submissions/{submission.pk}/").json()["files"][0]["cells"]
+    }
+    assert mine["explain"]["comment"] == "Right: it divides."
+    assert "changes" not in mine["explain"]  # the log is the staff's
+    staff = {
+        c["grade_id"]: c
+        for c in ines.get(f"{BASE}assignments/ps1/submissions/{submission.pk}/").json()["files"][0]["cells"]
+    }
+    assert [
+        (c["changed_by"], c["old_points"], c["new_points"], c["reason"]) for c in staff["test_mean"]["changes"]
+    ] == [("ines", 1.5, 3.0, "the test had a typo")]
+
+
+def test_a_student_asks_for_a_regrade_and_the_grader_answers(course, client_for, django_capture_on_commit_callbacks):
+    _, _, people = course
+    stella, sven, tariq = (client_for(people[n]) for n in ("stella", "sven", "tariq"))
+    with django_capture_on_commit_callbacks(execute=True):
+        submission = hand_in(stella, sources.ANSWERS["honest"])
+    node_reports(submission, [{**OK, "grade_id": "test_add"}, {**OK, "grade_id": "test_mean"}])
+    tariq.patch(f"{BASE}assignments/ps1/submissions/{submission.pk}/cells/explain/", {"points": 0}, format="json")
+    ask = f"{BASE}assignments/ps1/submissions/{submission.pk}/cells/explain/regrade/"
+    assert stella.post(ask, {"message": ""}, format="json").status_code == 400
+    assert sven.post(ask, {"message": "mine?"}, format="json").status_code == 404  # not theirs: not there
+    made = stella.post(ask, {"message": "I did say it divides by the count."}, format="json")
+    assert made.status_code == 201, made.content
+    assert stella.post(ask, {"message": "again"}, format="json").status_code == 400  # one open at a time
+    assert [r["student"] for r in tariq.get(f"{BASE}assignments/ps1/regrade-requests/").json()["results"]] == ["stella"]
+    assert sven.get(f"{BASE}assignments/ps1/regrade-requests/").json()["results"] == []
+    answer = f"{BASE}assignments/ps1/regrade-requests/{made.json()['id']}/answer/"
+    assert stella.post(answer, {"answer": "ok", "points": 1}, format="json").status_code == 403
+    answered = tariq.post(answer, {"answer": "Fair: full marks.", "points": 1}, format="json")
+    assert answered.json()["state"] == "answered"
+    submission.refresh_from_db()
+    assert submission.score == 6.0
+    assert tariq.post(answer, {"answer": "again"}, format="json").status_code == 400
