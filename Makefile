@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/kernel_bench.py 2>/dev/null
 	$(BIN)/python bench/execution_bench.py 2>/dev/null
 	$(BIN)/python bench/environment_bench.py
+	$(BIN)/python bench/grading_bench.py 2>/dev/null
 
 clean:
 	rm -rf var/test-media var/test-db.sqlite3 .pytest_cache .mypy_cache .ruff_cache
