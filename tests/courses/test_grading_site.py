@@ -13,11 +13,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from apps.compute import services as compute
-from apps.compute.models import Run, RunState
+from apps.compute.models import Run, RunArtifact, RunState
 from apps.compute.services.claims import run_claim
+from apps.core.hashing import store_blob
 from apps.courses.assignments import Incoming, assignment_create, assignment_release
 from apps.courses.grading import reconcile, record_grading
-from apps.courses.models import CourseRole, ResultsVisibility, Submission
+from apps.courses.models import CourseRole, RegradeRequest, ResultsVisibility, Submission
 from apps.courses.nbgrader_format import student_version
 from apps.courses.services import course_create, member_remove, member_set
 from apps.projects.models import Membership
@@ -342,3 +343,73 @@ def test_a_student_asks_for_a_regrade_and_the_grader_answers(course, client_for,
     submission.refresh_from_db()
     assert submission.score == 6.0
     assert tariq.post(answer, {"answer": "again"}, format="json").status_code == 400
+
+
+def attach_feedback(run, nb: dict) -> None:
+    """What the node uploads beside the graded notebook: the feedback notebook, as an artifact."""
+    blob = store_blob(io.BytesIO(json.dumps(nb).encode()))
+    RunArtifact.objects.create(
+        run=run,
+        attempt=run.attempt,
+        path="feedback.ipynb",
+        sha256=blob.sha256,
+        size=blob.size,
+        storage_name=blob.storage_name,
+    )
+
+
+def test_the_grading_pages(course, client, django_capture_on_commit_callbacks):
+    _, _, people = course
+    page = "/courses/cs1/a/ps1/"
+    client.force_login(people["stella"])
+    given = student_version(json.loads(json.dumps(sources.three_questions())))
+    body = sources.student_notebook(given, sources.ANSWERS["honest"])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"{page}submit/", {"files": [SimpleUploadedFile("ps1.ipynb", body)]})
+    submission = Submission.objects.get(student=people["stella"])
+    assert response.status_code == 302
+    assert response["Location"] == f"{page}s/{submission.pk}/"
+    run = node_reports(
+        submission, [{**OK, "grade_id": "test_add", "undone": ["ast_transformers"]}, {**OK, "grade_id": "test_mean"}]
+    )
+    attach_feedback(run, json.loads(body))
+
+    mine = client.get(f"{page}s/{submission.pk}/")
+    assert mine.status_code == 200
+    assert b'id="score">5<' in mine.content
+    assert b"tampering suspected" not in mine.content  # the grader's notes are the staff's
+    assert b"grade-form" not in mine.content
+    frame = client.get(f"{page}s/{submission.pk}/feedback/0/")
+    assert frame.status_code == 200
+    assert "sandbox" in frame["Content-Security-Policy"]
+    assert sources.HIDDEN_MARK.encode() not in frame.content
+    asked = client.post(f"{page}s/{submission.pk}/regrade/", {"grade_id": "explain", "message": "please"})
+    assert asked.status_code == 302
+    assert RegradeRequest.objects.filter(student=people["stella"]).count() == 1
+    assert client.get(f"{page}queue/").status_code == 403
+    assert client.get("/courses/cs1/gradebook/").status_code == 403
+
+    for outsider in ("sven", "olga"):  # another student; not in the course
+        client.force_login(people[outsider])
+        assert client.get(f"{page}s/{submission.pk}/").status_code == 404
+        assert client.get(f"{page}s/{submission.pk}/feedback/0/").status_code == 404
+    assert client.get("/courses/cs1/gradebook/").status_code == 404
+
+    client.force_login(people["tariq"])
+    staff = client.get(f"{page}s/{submission.pk}/")
+    assert b"tampering suspected" in staff.content
+    assert b"grade-form" in staff.content
+    graded = client.post(f"{page}s/{submission.pk}/grade/", {"grade_id": "explain", "points": "1", "comment": "good"})
+    assert graded.status_code == 302
+    submission.refresh_from_db()
+    assert submission.score == 6
+    client.post(f"{page}s/{submission.pk}/grade/", {"grade_id": "test_add", "points": "0", "reason": "no"})
+    submission.refresh_from_db()
+    assert submission.score == 6  # a TA does not override a test
+    queue = client.get(f"{page}queue/")
+    assert b"sketch" in queue.content
+    assert b"stella" not in queue.content  # anonymous by default
+    book = client.get("/courses/cs1/gradebook/")
+    assert book.status_code == 200
+    assert b"gradebook-csv" in book.content
+    assert b"stella" in book.content
