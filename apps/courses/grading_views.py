@@ -102,6 +102,17 @@ def submit_page(request: HttpRequest, slug: str, name: str) -> HttpResponse:
 
 @login_required
 @require_POST
+def release_page(request: HttpRequest, slug: str, name: str) -> HttpResponse:
+    """Release the assignment to the students (instructors)."""
+    course, assignment, _ = _assignment(request, slug, name)
+    require_course_role(course, CAN_MANAGE, "release assignments")
+    assignments.assignment_release(assignment=assignment)
+    messages.info(request, "Released: students can download it now.")
+    return redirect("courses:assignment", slug=slug, name=name)
+
+
+@login_required
+@require_POST
 def grade_cell_page(request: HttpRequest, slug: str, name: str, submission_id: int) -> HttpResponse:
     course, submission, _ = _submission(request, slug, name, submission_id)
     require_course_role(course, STAFF_ROLES, "grade submissions")

@@ -12,6 +12,7 @@ urlpatterns = [
     path("courses/<slug:slug>/a/<slug:name>/", views.assignment_detail, name="assignment"),
     path("courses/<slug:slug>/gradebook/", grading_views.gradebook_page, name="gradebook"),
     path("courses/<slug:slug>/a/<slug:name>/submit/", grading_views.submit_page, name="submit"),
+    path("courses/<slug:slug>/a/<slug:name>/release/", grading_views.release_page, name="release"),
     path("courses/<slug:slug>/a/<slug:name>/queue/", grading_views.grading_queue_page, name="grading-queue"),
     path(
         "courses/<slug:slug>/a/<slug:name>/s/<int:submission_id>/", grading_views.submission_detail, name="submission"

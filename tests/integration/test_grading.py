@@ -9,6 +9,7 @@ notebook, or the runs (404 to students)."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import zipfile
@@ -27,8 +28,9 @@ from apps.courses.assignments import Incoming, assignment_create, assignment_rel
 from apps.courses.models import Course, Submission, SubmissionState
 from tests.courses import grading_sources as sources
 from tests.courses.nbgrader_env import autograde as nbgrader_autograde
-from tests.factories import make_token, make_user
+from tests.factories import PASSWORD, make_token, make_user
 
+from .browser import in_orm_thread, log_in
 from .fabric import FAST_LEASES
 from .servers import agent_process, daphne_server, stopping, wait_until
 
@@ -251,3 +253,73 @@ def test_honest_submissions_score_as_nbgrader_autograde_scores_them(course_stack
             assert (mine["outcome"] == "needs_grading") == reference["needs_manual"], (name, grade_id, mine)
             assert mine["points"] == reference["auto"], (name, grade_id, mine, reference)
             assert mine["max_points"] == reference["max"], (name, grade_id)
+
+
+@pytest.fixture
+def unreleased_course(transactional_db, require_redis, tmp_path):
+    """A course with a student and an assignment not released yet, a daphne and a grading agent:
+    made before the browser starts (Playwright's event loop forbids the ORM in the test)."""
+    instructor = make_user("prof")
+    make_user("ada")
+    course = courses.course_create(creator=instructor, slug="cs101", title="Programming 101")
+    courses.member_set(course=course, username="ada", role="student")
+    source = json.dumps(sources.three_questions()).encode()
+    assignment_create(
+        course=course,
+        creator=instructor,
+        name="ps1",
+        files=[Incoming("ps1.ipynb", io.BytesIO(source)), Incoming("data.csv", io.BytesIO(sources.DATA.encode()))],
+    )
+    with ExitStack() as exits:
+        url = exits.enter_context(daphne_server(**FAST_LEASES))
+        stack = CourseStack(url, Course.objects.get(pk=course.pk), instructor, tmp_path, exits)
+        stack.start_agent("grader")
+        yield stack
+
+
+def test_the_student_and_instructor_paths_in_a_browser(unreleased_course, browser_page, tmp_path):
+    """Chromium: the instructor releases the assignment; the student downloads it, submits their
+    answers and sees the results and the feedback; the instructor grades the manual cell and
+    exports the gradebook. A real agent grades in between."""
+    url, page = unreleased_course.url, browser_page
+    log_in(page, url, "prof", PASSWORD)
+    page.goto(f"{url}/courses/cs101/a/ps1/")
+    page.click("#release")
+    page.wait_for_selector("text=Released: students can download it now.")
+
+    instructor, page = page, page.context.browser.new_page()  # the student's own browser session
+    log_in(page, url, "ada", PASSWORD)
+    page.goto(f"{url}/courses/cs101/a/ps1/")
+    with page.expect_download() as download:
+        page.click("#download")
+    with zipfile.ZipFile(download.value.path()) as archive:
+        given = json.loads(archive.read("ps1/ps1.ipynb"))
+    answers = tmp_path / "ps1.ipynb"
+    answers.write_bytes(sources.student_notebook(given, sources.ANSWERS["honest"]))
+    page.set_input_files("#submit-form input[type=file]", str(answers))
+    page.click("#submit-form button")
+    page.wait_for_url("**/s/*/")
+    submission_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    in_orm_thread(lambda: wait_graded(submission_id))
+    page.reload()
+    assert page.inner_text("#score") == "5"
+    frame = page.frame_locator("iframe.notebook-frame")
+    frame.locator("text=return a + b").first.wait_for()
+    assert sources.HIDDEN_MARK not in page.content()
+
+    page = instructor
+    page.goto(f"{url}/courses/cs101/a/ps1/queue/")
+    page.click(f"text=#{submission_id}")
+    page.wait_for_url(f"**/s/{submission_id}/**")
+    page.fill("input[aria-label='Points for explain']", "1")
+    page.fill("input[aria-label='Comment for explain']", "Right.")
+    with page.expect_response(lambda response: response.url.endswith("/grade/")) as graded:
+        page.locator("#cell-explain form.grade-form button").click()
+    assert graded.value.status == 302, graded.value.text()
+    page.wait_for_load_state()
+    assert page.inner_text("#score") == "6"
+    page.goto(f"{url}/courses/cs101/gradebook/")
+    with page.expect_download() as export:
+        page.click("#gradebook-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(export.value.path()).read_text())))
+    assert [(r["student_id"], r["score"]) for r in rows] == [("ada", "6.0")]
