@@ -202,6 +202,8 @@ def _manual_cells(file: SubmissionFile, source: AssignmentFile, unanswered: set[
         if cell["kind"] not in ("manual", "task"):
             continue
         blank = cell["kind"] == "manual" and cell["grade_id"] in unanswered
+        if CellGrade.objects.filter(file=file, grade_id=cell["grade_id"], manual_points__isnull=False).exists():
+            continue  # graded by a person before a regrade: theirs stands
         CellGrade.objects.update_or_create(
             file=file,
             grade_id=cell["grade_id"],
@@ -224,13 +226,14 @@ def _fail_file(file: SubmissionFile, reason: str) -> None:
 
 def regrade(submission: Submission) -> Submission:
     """Grade the submission again, every notebook on a new run (a lost run, a node at fault, a
-    test the instructor fixed): autograded results are replaced; a grader's manual points stay."""
+    test the instructor fixed): autograded results are replaced; a person's points (a manual
+    grade, an override) stay, and so does the log of changes."""
     with transaction.atomic():
         submission = Submission.objects.select_for_update().get(pk=submission.pk)
         SubmissionFile.objects.filter(submission=submission).update(
             run=None, grading_state=FileGradingState.QUEUED, grading_error="", graded_at=None, flags=[]
         )
-        CellGrade.objects.filter(file__submission=submission, kind="test").delete()
+        # Cell grades stay (with their log): the new runs' results replace the autograder's part.
         submission.state = SubmissionState.RECEIVED
         submission.raw_score = submission.score = submission.graded_at = None
         submission.save(update_fields=["state", "raw_score", "score", "graded_at"])
@@ -277,6 +280,7 @@ def _record_tests(file: SubmissionFile, run: Run, observations: list[dict[str, A
                 feedback_error=feedback_errors.get(key),
                 timeout_seconds=settings.REPROLAB_GRADING_CELL_TIMEOUT,
             )
+            by_hand = CellGrade.objects.filter(file=file, grade_id=key, manual_points__isnull=False).exists()
             CellGrade.objects.update_or_create(
                 file=file,
                 grade_id=key,
@@ -284,7 +288,7 @@ def _record_tests(file: SubmissionFile, run: Run, observations: list[dict[str, A
                     "kind": "test",
                     "max_points": cell["points"],
                     "auto_points": result.points,
-                    "outcome": result.outcome,
+                    "outcome": CellOutcome.GRADED if by_hand else result.outcome,  # an override stands
                     "hidden": key in hidden,
                     "message": message,
                     "detail": result.detail[:10_000],
