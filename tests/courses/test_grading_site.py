@@ -18,7 +18,7 @@ from apps.compute.services.claims import run_claim
 from apps.core.hashing import store_blob
 from apps.courses.assignments import Incoming, assignment_create, assignment_release
 from apps.courses.grading import reconcile, record_grading
-from apps.courses.models import CourseRole, RegradeRequest, ResultsVisibility, Submission
+from apps.courses.models import CellGrade, CourseRole, RegradeRequest, ResultsVisibility, Submission
 from apps.courses.nbgrader_format import student_version
 from apps.courses.services import course_create, member_remove, member_set
 from apps.projects.models import Membership
@@ -319,6 +319,18 @@ def test_graders_grade_manual_cells_and_instructors_override_tests_with_a_reason
     assert [
         (c["changed_by"], c["old_points"], c["new_points"], c["reason"]) for c in staff["test_mean"]["changes"]
     ] == [("ines", 1.5, 3.0, "the test had a typo")]
+
+    # Grading again replaces what the autograder said; what a person graded stays, with its log.
+    with django_capture_on_commit_callbacks(execute=True):
+        again = ines.post(f"{BASE}assignments/ps1/submissions/{submission.pk}/regrade/")
+    assert again.status_code == 202
+    assert again.json()["state"] == "grading"
+    node_reports(submission, [{**OK, "grade_id": "test_add"}, {**OK, "grade_id": "test_mean", "result": "1.5"}])
+    cells = {c.grade_id: c for c in CellGrade.objects.filter(file__submission=submission)}
+    assert (cells["explain"].points, cells["explain"].outcome) == (1, "graded")
+    assert (cells["test_mean"].points, cells["test_mean"].auto_points) == (3, 1.5)
+    assert cells["test_mean"].changes.count() == 1
+    assert submission.score == 6
 
 
 def test_a_student_asks_for_a_regrade_and_the_grader_answers(course, client_for, django_capture_on_commit_callbacks):
