@@ -14,21 +14,19 @@ urlpatterns = [
     path("courses/<slug:slug>/a/<slug:name>/submit/", grading_views.submit_page, name="submit"),
     path("courses/<slug:slug>/a/<slug:name>/release/", grading_views.release_page, name="release"),
     path("courses/<slug:slug>/a/<slug:name>/queue/", grading_views.grading_queue_page, name="grading-queue"),
+    path("courses/<slug:slug>/a/<slug:name>/s/<id:submission_id>/", grading_views.submission_detail, name="submission"),
     path(
-        "courses/<slug:slug>/a/<slug:name>/s/<int:submission_id>/", grading_views.submission_detail, name="submission"
-    ),
-    path(
-        "courses/<slug:slug>/a/<slug:name>/s/<int:submission_id>/grade/",
+        "courses/<slug:slug>/a/<slug:name>/s/<id:submission_id>/grade/",
         grading_views.grade_cell_page,
         name="cell-grade",
     ),
     path(
-        "courses/<slug:slug>/a/<slug:name>/s/<int:submission_id>/regrade/",
+        "courses/<slug:slug>/a/<slug:name>/s/<id:submission_id>/regrade/",
         grading_views.regrade_page,
         name="submission-regrade",
     ),
     path(
-        "courses/<slug:slug>/a/<slug:name>/s/<int:submission_id>/feedback/<int:index>/",
+        "courses/<slug:slug>/a/<slug:name>/s/<id:submission_id>/feedback/<id:index>/",
         grading_views.submission_feedback,
         name="submission-feedback",
     ),

@@ -151,7 +151,7 @@ def test_honest_and_partial_submissions_are_graded_on_a_node(course_stack):
     cells = {c["grade_id"]: c for c in body["files"][0]["cells"]}
     assert cells["test_add"] == {
         "grade_id": "test_add", "kind": "test", "max_points": 2.0, "points": 2.0,
-        "outcome": "passed", "message": "", "hidden": True,
+        "outcome": "passed", "message": "", "hidden": True, "comment": "",
     }  # fmt: skip
     assert cells["test_mean"]["points"] == 3.0
     assert cells["explain"]["outcome"] == "needs_grading"
