@@ -15,8 +15,6 @@ the observations go with the completion; no other file of the run is uploaded.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import time
@@ -28,7 +26,7 @@ from .client import GaveUp
 from .environment import KernelChoice, choose_kernel
 from .envs import Environment
 from .execute import EXIT_KERNEL_DID_NOT_START, EXIT_SUCCEEDED
-from .inputs import place_files
+from .inputs import notebook_body, place_files
 from .lease import EventSender, LeaseLost, RunContext
 from .sandbox import hand_over
 
@@ -73,13 +71,12 @@ class GradingJob:
 
         ctx, executor = self.ctx, self.executor
         try:
-            body = self._notebook_bytes()
-            nb = json.loads(body)
+            nb = json.loads(notebook_body(ctx))
             if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
                 raise ValueError("no cells")
         except GaveUp as error:
             return executor.release(ctx, protocol.RELEASE_INFRASTRUCTURE, f"could not fetch the notebook: {error}")
-        except (ValueError, RecursionError) as error:
+        except (ValueError, RecursionError, RuntimeError) as error:  # RuntimeError: it arrived corrupted
             return executor.complete(ctx, protocol.FAILED, f"The graded notebook is not readable: {error}")
         metadata = nb.get("metadata")
         kernel = choose_kernel(metadata if isinstance(metadata, dict) else {}, override=executor.kernel)
@@ -103,14 +100,6 @@ class GradingJob:
             self.events.done.set()
         self.events.close()
         return self._settle(code, last_log)
-
-    def _notebook_bytes(self) -> bytes:
-        run = self.ctx.run
-        inline = run.get(protocol.RUN_NOTEBOOK_INLINE)
-        body = base64.b64decode(inline) if isinstance(inline, str) else self.ctx.call("GET", protocol.URL_NOTEBOOK).body
-        if hashlib.sha256(body).hexdigest() != run["notebook_sha256"]:
-            raise ValueError("it arrived corrupted (sha256 mismatch)")
-        return body
 
     def _phase(self, phase: str, nb: dict[str, Any], kernel: KernelChoice) -> tuple[int, str]:
         """One execution in a fresh slot; its exit code and last log message."""

@@ -21,14 +21,21 @@ NOTEBOOK = protocol.NOTEBOOK_FILE
 OUTPUT = protocol.OUTPUT_FILE
 
 
-def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Path, KernelChoice]:
-    """Write the notebook into the working directory; returns it and the kernel it runs on (a
-    notebook that names no kernel runs on its language's, python3 for Python, as Jupyter does)."""
+def notebook_body(ctx: RunContext) -> bytes:
+    """The run's notebook, inline in the claim when it is small, else fetched; checked against
+    its sha256 (RuntimeError when it arrived corrupted)."""
     run = ctx.run
     inline = run.get(protocol.RUN_NOTEBOOK_INLINE)
     body = base64.b64decode(inline) if isinstance(inline, str) else ctx.call("GET", protocol.URL_NOTEBOOK).body
     if hashlib.sha256(body).hexdigest() != run["notebook_sha256"]:
         raise RuntimeError("the notebook arrived corrupted (sha256 mismatch)")
+    return body
+
+
+def place_notebook(ctx: RunContext, *, kernel_override: str | None) -> tuple[Path, KernelChoice]:
+    """Write the notebook into the working directory; returns it and the kernel it runs on (a
+    notebook that names no kernel runs on its language's, python3 for Python, as Jupyter does)."""
+    body = notebook_body(ctx)
     notebook = ctx.workdir / NOTEBOOK
     notebook.write_bytes(body)
     notebook.chmod(0o644)

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from .models import Course, CourseMembership, CourseRole
+from .models import STAFF_ROLES, Assignment, Course, CourseMembership, CourseRole, Submission
 
 CAN_MANAGE = (CourseRole.INSTRUCTOR,)
 
@@ -38,3 +38,20 @@ def require_course_role(course: Course, roles: tuple[str, ...], action: str) -> 
     if role_in(course) not in roles:
         names = " or ".join(CourseRole(r).label.lower() for r in roles)
         raise PermissionDenied(f"Only an {names} of this course may {action}.")
+
+
+def assignment_for(user: Any, slug: str, name: str) -> tuple[Course, Assignment]:
+    """The assignment as `user` may see it (its files prefetched): teaching staff always, a
+    student once it is released (404 before, as for a course they are not in)."""
+    course = course_for(user, slug)
+    assignment = course.assignments.filter(name=name).prefetch_related("files").first()
+    if assignment is None or (role_in(course) not in STAFF_ROLES and not assignment.is_released):
+        raise Http404("No such assignment.")
+    return course, assignment
+
+
+def submissions_for(user: Any, course: Course, assignment: Assignment) -> QuerySet[Submission]:
+    """The assignment's submissions `user` may see: teaching staff, all; a student, their own
+    (another's is not there: 404)."""
+    found = assignment.submissions.all()
+    return found if role_in(course) in STAFF_ROLES else found.filter(student=user)

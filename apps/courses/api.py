@@ -30,7 +30,15 @@ from apps.core.schema import errors
 from apps.core.uploads import blob_response, reject_oversized_body, reject_oversized_file
 
 from . import assignments, gradebook, grading, manual, services, submissions
-from .access import CAN_MANAGE, course_for, courses_of, require_course_role, role_in
+from .access import (
+    CAN_MANAGE,
+    assignment_for,
+    course_for,
+    courses_of,
+    require_course_role,
+    role_in,
+    submissions_for,
+)
 from .assignments import MAX_ASSIGNMENT_BYTES
 from .models import (
     STAFF_ROLES,
@@ -253,12 +261,7 @@ def _files(request: Request) -> list[Any]:
 
 
 def _assignment(request: Request, slug: str, name: str) -> tuple[Course, Assignment]:
-    """The assignment as the requester may see it: a student sees it once released (404 before)."""
-    course = course_for(request.user, slug)
-    assignment = course.assignments.filter(name=name).prefetch_related("files").first()
-    if assignment is None or (role_in(course) not in STAFF_ROLES and not assignment.is_released):
-        raise Http404("No such assignment.")
-    return course, assignment
+    return assignment_for(request.user, slug, name)
 
 
 class AssignmentDetailView(GenericAPIView):
@@ -306,11 +309,9 @@ class ReleaseView(GenericAPIView):
 
 
 def _submissions(request: Request, course: Course, assignment: Assignment) -> QuerySet[Submission]:
-    """The assignment's submissions the requester may see: a student, their own; staff, all."""
-    found = assignment.submissions.select_related("student", "assignment__course").prefetch_related(
-        "files__cells__changes__changed_by"
-    )
-    return found if role_in(course) in STAFF_ROLES else found.filter(student=authenticated_user(request))
+    """The assignment's submissions the requester may see, with what their serializers read."""
+    found = submissions_for(authenticated_user(request), course, assignment)
+    return found.select_related("student", "assignment__course").prefetch_related("files__cells__changes__changed_by")
 
 
 class SubmissionReadMixin(GenericAPIView):

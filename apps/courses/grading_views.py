@@ -19,26 +19,22 @@ from apps.projects.rendering import render_stored
 from apps.projects.views import render_requester, sandboxed_render_response
 
 from . import assignments, gradebook, grading, manual, submissions
-from .access import CAN_MANAGE, course_for, require_course_role, role_in
+from .access import CAN_MANAGE, assignment_for, course_for, require_course_role, role_in, submissions_for
 from .models import STAFF_ROLES, Assignment, Course, CourseRole, FileGradingState, Submission
 
 
 def _assignment(request: HttpRequest, slug: str, name: str) -> tuple[Course, Assignment, bool]:
-    course = course_for(request.user, slug)
-    staff = role_in(course) in STAFF_ROLES
-    assignment = course.assignments.filter(name=name).prefetch_related("files").first()
-    if assignment is None or (not staff and not assignment.is_released):
-        raise Http404("No such assignment.")
-    return course, assignment, staff
+    course, assignment = assignment_for(request.user, slug, name)
+    return course, assignment, role_in(course) in STAFF_ROLES
 
 
 def _submission(request: HttpRequest, slug: str, name: str, submission_id: int) -> tuple[Course, Submission, bool]:
     course, assignment, staff = _assignment(request, slug, name)
-    found = assignment.submissions.select_related("student", "assignment").prefetch_related(
-        "files__cells__changes__changed_by", "files__cells__regrade_requests"
+    found = (
+        submissions_for(authenticated_user(request), course, assignment)
+        .select_related("student", "assignment")
+        .prefetch_related("files__cells__changes__changed_by", "files__cells__regrade_requests")
     )
-    if not staff:
-        found = found.filter(student=authenticated_user(request))
     return course, get_object_or_404(found, pk=submission_id), staff
 
 

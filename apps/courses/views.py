@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.request_user import authenticated_user
 
 from . import services
-from .access import course_for, courses_of, role_in
+from .access import assignment_for, course_for, courses_of, role_in, submissions_for
 from .models import STAFF_ROLES, CourseRole
 
 
@@ -40,14 +40,10 @@ def course_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def assignment_detail(request: HttpRequest, slug: str, name: str) -> HttpResponse:
-    course = course_for(request.user, slug)
+    course, assignment = assignment_for(request.user, slug, name)
     staff = role_in(course) in STAFF_ROLES
-    assignment = course.assignments.filter(name=name).prefetch_related("files").first()
-    if assignment is None or (not staff and not assignment.is_released):
-        raise Http404("No such assignment.")
-    submissions = assignment.submissions.select_related("student").prefetch_related("files")
-    if not staff:
-        submissions = submissions.filter(student=authenticated_user(request))
+    submissions = submissions_for(authenticated_user(request), course, assignment)
+    submissions = submissions.select_related("student").prefetch_related("files")
     context = {
         "course": course,
         "assignment": assignment,
